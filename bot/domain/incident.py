@@ -1,0 +1,52 @@
+"""Incident vocabulary: severities, the status state machine, input limits. Pure."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from bot.domain.durations import humanize
+
+STATUSES = ("investigating", "mitigating", "monitoring", "resolved")
+STATUS_LABELS = {
+    "investigating": "🟡 Investigating",
+    "mitigating": "🟠 Mitigating",
+    "monitoring": "🔵 Monitoring",
+    "resolved": "✅ Resolved",
+}
+MAX_TITLE = 200
+MAX_TEXT = 2000
+
+
+class InvalidInput(ValueError):
+    """Bad input a user can cause; the message is shown to them as is."""
+
+
+def parse_severity(text: str) -> str:
+    value = text.strip().upper()
+    if value not in ("P0", "P1", "P2", "P3"):
+        raise InvalidInput(f"unknown severity {text!r}: use p0, p1, p2 or p3")
+    return value
+
+
+def parse_status(text: str) -> str:
+    value = text.strip().lower()
+    if value not in STATUSES:
+        raise InvalidInput(f"unknown status {text!r}: use {', '.join(STATUSES)}")
+    return value
+
+
+def check_text(text: str, what: str, limit: int = MAX_TEXT) -> str:
+    text = text.strip()
+    if not text:
+        raise InvalidInput(f"{what} is empty")
+    if len(text) > limit:
+        raise InvalidInput(f"{what} is too long ({len(text)} characters, at most {limit})")
+    return text
+
+
+def duration_text(start: datetime, end: datetime) -> str:
+    return humanize(end - start)
+
+
+def late_text(delta: timedelta) -> str:
+    return f"late by {humanize(delta)}"

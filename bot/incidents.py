@@ -1,0 +1,562 @@
+"""The incident service: one verb per runbook action, called from every surface.
+
+Each verb is one transaction: the incident's new state, its timeline line, its
+posts (through the outbox) and its timer changes commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bot.clock import Clock
+from bot.domain.incident import (
+    MAX_TITLE,
+    STATUS_LABELS,
+    InvalidInput,
+    check_text,
+    duration_text,
+)
+from bot.messages import Button, Destination
+from bot.outbox import Adapter, enqueue
+from bot.people import Actor, Directory
+from bot.settings import Config
+from bot.store import Store
+from bot.store.models import Incident, TimelineEvent
+
+
+class TimerPlanner(Protocol):
+    """Where an incident's durable timers are planned, re-planned and cancelled.
+    Called inside the verb's transaction."""
+
+    def on_declared(self, session: Session, incident: Incident, now: datetime) -> None: ...
+    def on_acknowledged(self, session: Session, incident: Incident, now: datetime) -> None: ...
+    def on_updated(self, session: Session, incident: Incident, now: datetime) -> None: ...
+    def on_severity_changed(self, session: Session, incident: Incident, now: datetime) -> None: ...
+    def on_resolved(self, session: Session, incident: Incident, now: datetime) -> None: ...
+
+
+class Pager(Protocol):
+    def page(
+        self,
+        s: Session,
+        *,
+        incident: Incident,
+        target: str,
+        reason: str,
+        key: str,
+        late: str | None = None,
+    ) -> str | None: ...
+
+
+class NotFound(InvalidInput):
+    pass
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a verb did, for the reply to its caller."""
+
+    incident: Incident
+    text: str
+
+
+class Incidents:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        config: Config,
+        directory: Directory,
+        clock: Clock,
+        adapters: Callable[[], Sequence[Adapter]],
+        timers: TimerPlanner,
+        notify: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.directory = directory
+        self.clock = clock
+        self._adapters = adapters
+        self.timers = timers
+        self._notify = notify
+
+    # ---- reading ---------------------------------------------------------
+
+    def get(self, number: int) -> Incident:
+        with self.store.read() as session:
+            incident = self._load(session, number)
+            _ = list(incident.timeline)  # loaded before the session closes
+            return incident
+
+    def list_incidents(self, *, open_only: bool = True, limit: int = 50) -> list[Incident]:
+        with self.store.read() as session:
+            query = select(Incident).order_by(Incident.number.desc()).limit(limit)
+            if open_only:
+                query = query.where(Incident.status != "resolved")
+            return list(session.scalars(query))
+
+    def open_numbers(self) -> list[int]:
+        with self.store.read() as session:
+            return list(
+                session.scalars(
+                    select(Incident.number)
+                    .where(Incident.status != "resolved")
+                    .order_by(Incident.number)
+                )
+            )
+
+    def pick(self, number: int | None, room_incident: int | None) -> int:
+        """The incident a command means: ``#N``, else the room's, else the only open one."""
+        if number is not None:
+            return number
+        if room_incident is not None:
+            return room_incident
+        numbers = self.open_numbers()
+        if len(numbers) == 1:
+            return numbers[0]
+        if not numbers:
+            raise InvalidInput("no incident is open")
+        shown = ", ".join(f"#{n}" for n in numbers[:10])
+        raise InvalidInput(f"{len(numbers)} incidents are open ({shown}): say which with #N")
+
+    # ---- verbs -----------------------------------------------------------
+
+    def declare(
+        self,
+        *,
+        severity: str,
+        title: str,
+        by: Actor,
+        source: str,
+        started_at: datetime | None = None,
+        impact: str | None = None,
+        affected: str | None = None,
+        alert_group_key: str | None = None,
+        details: dict[str, Any] | None = None,
+        session: Session | None = None,
+    ) -> Incident:
+        """Store the ticket, announce it, plan its timers. ``session``: join a caller's
+        transaction (several declarations in one commit)."""
+        title = check_text(title, "the title", MAX_TITLE)
+        if session is not None:
+            return self._declare(
+                session,
+                severity,
+                title,
+                by,
+                source,
+                started_at,
+                impact,
+                affected,
+                alert_group_key,
+                details,
+            )
+        for attempt in range(5):
+            try:
+                with self.store.transaction() as s:
+                    incident = self._declare(
+                        s,
+                        severity,
+                        title,
+                        by,
+                        source,
+                        started_at,
+                        impact,
+                        affected,
+                        alert_group_key,
+                        details,
+                    )
+                self._notify()
+                return incident
+            except IntegrityError:
+                # Another replica took the same number at the same moment: take the next.
+                if attempt == 4 or alert_group_key is not None:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _declare(
+        self,
+        s: Session,
+        severity: str,
+        title: str,
+        by: Actor,
+        source: str,
+        started_at: datetime | None,
+        impact: str | None,
+        affected: str | None,
+        alert_group_key: str | None,
+        details: dict[str, Any] | None,
+    ) -> Incident:
+        now = self.clock.now()
+        number = (s.scalar(select(func.max(Incident.number))) or 0) + 1
+        incident = Incident(
+            number=number,
+            title=title,
+            severity=severity,
+            status="investigating",
+            reporter=by.handle,
+            source=source,
+            impact=impact,
+            affected=affected,
+            started_at=started_at or now,
+            detected_at=now,
+            last_update_at=now,
+            alert_group_key=alert_group_key,
+            details=details or {},
+        )
+        s.add(incident)
+        s.flush()
+        self._event(s, incident, by, source, "declared", f"declared [{severity}] {title}", now)
+        data = self.post_data(incident, now)
+        ack = (Button("Acknowledge", f"/ack #{number}", "primary"),)
+        self._post(s, incident, Destination.incidents(), "announce", data, "announce", ack, now)
+        self._post(
+            s,
+            incident,
+            Destination.incident(number),
+            "ticket",
+            self.ticket_data(incident),
+            "ticket",
+            ack,
+            now,
+        )
+        self.timers.on_declared(s, incident, now)
+        return incident
+
+    def ack(self, *, number: int, by: Actor, source: str) -> Outcome:
+        with self.store.transaction() as s:
+            now = self.clock.now()
+            incident = self._load_open(s, number)
+            if incident.acknowledged_at is not None:
+                return Outcome(
+                    incident, f"#{number} was already acknowledged by {incident.acknowledged_by}"
+                )
+            incident.acknowledged_at = now
+            incident.acknowledged_by = by.handle
+            text = f"acknowledged by {by.handle}"
+            if incident.commander is None:
+                incident.commander = by.handle
+                text += "; commander now " + by.handle
+            ev = self._event(s, incident, by, source, "acknowledged", text, now)
+            self._post(
+                s,
+                incident,
+                Destination.incident(number),
+                "text",
+                {"text": f"✋ #{number} {text}."},
+                f"ack:{ev.id}",
+                (),
+                now,
+            )
+            self.timers.on_acknowledged(s, incident, now)
+        self._notify()
+        return Outcome(incident, f"#{number} {text}.")
+
+    def set_status(
+        self, *, number: int, status: str, note: str | None, by: Actor, source: str
+    ) -> Outcome:
+        if status == "resolved":
+            return self.resolve(
+                number=number,
+                root_cause=note or "Not recorded",
+                resolution=None,
+                by=by,
+                source=source,
+            )
+        with self.store.transaction() as s:
+            now = self.clock.now()
+            incident = self._load_open(s, number)
+            if incident.status == status:
+                raise InvalidInput(f"#{number} is already {STATUS_LABELS[status]}")
+            old = incident.status
+            incident.status = status
+            label = STATUS_LABELS[status].split(" ", 1)[1]
+            text = f"Status changed to {label}" + (f": {note}" if note else "")
+            ev = self._event(
+                s,
+                incident,
+                by,
+                source,
+                "status",
+                f"{old} → {status}" + (f": {note}" if note else ""),
+                now,
+            )
+            self._posted_update(s, incident, text, ev, now)
+        self._notify()
+        return Outcome(incident, f"#{number} is now {STATUS_LABELS[status]}; update posted.")
+
+    def post_update(self, *, number: int, text: str, by: Actor, source: str) -> Outcome:
+        text = check_text(text, "the update")
+        with self.store.transaction() as s:
+            now = self.clock.now()
+            incident = self._load_open(s, number)
+            ev = self._event(s, incident, by, source, "update", text, now)
+            self._posted_update(s, incident, text, ev, now)
+        self._notify()
+        return Outcome(incident, f"Update for #{number} posted.")
+
+    def set_severity(self, *, number: int, severity: str, by: Actor, source: str) -> Outcome:
+        with self.store.transaction() as s:
+            now = self.clock.now()
+            incident = self._load_open(s, number)
+            old = incident.severity
+            if old == severity:
+                raise InvalidInput(f"#{number} is already {severity}")
+            incident.severity = severity
+            word = "raised" if severity < old else "lowered"
+            text = f"Severity {word} from {old} to {severity}"
+            ev = self._event(s, incident, by, source, "severity", f"{old} → {severity}", now)
+            self._posted_update(s, incident, text, ev, now)
+            self.timers.on_severity_changed(s, incident, now)
+        self._notify()
+        return Outcome(incident, f"#{number} is now {severity}; timers re-planned.")
+
+    def set_commander(self, *, number: int, person: str, by: Actor, source: str) -> Outcome:
+        with self.store.transaction() as s:
+            now = self.clock.now()
+            incident = self._load_open(s, number)
+            incident.commander = person
+            ev = self._event(s, incident, by, source, "commander", f"commander: {person}", now)
+            self._post(
+                s,
+                incident,
+                Destination.incident(number),
+                "text",
+                {"text": f"#{number} commander is now @{person}."},
+                f"commander:{ev.id}",
+                (),
+                now,
+            )
+        self._notify()
+        return Outcome(incident, f"#{number} commander is now @{person}.")
+
+    def set_impact(self, *, number: int, text: str, by: Actor, source: str) -> Outcome:
+        text = check_text(text, "the impact")
+        with self.store.transaction() as s:
+            now = self.clock.now()
+            incident = self._load_open(s, number)
+            incident.impact = text
+            ev = self._event(s, incident, by, source, "impact", f"impact: {text}", now)
+            self._post(
+                s,
+                incident,
+                Destination.incident(number),
+                "text",
+                {"text": f"#{number} impact: {text}"},
+                f"impact:{ev.id}",
+                (),
+                now,
+            )
+        self._notify()
+        return Outcome(incident, f"#{number} impact recorded.")
+
+    def resolve(
+        self, *, number: int, root_cause: str, resolution: str | None, by: Actor, source: str
+    ) -> Outcome:
+        root_cause = check_text(root_cause, "the root cause")
+        resolution = check_text(resolution, "the resolution") if resolution else None
+        with self.store.transaction() as s:
+            now = self.clock.now()
+            incident = self._load_open(s, number)
+            incident.status = "resolved"
+            incident.resolved_at = now
+            incident.root_cause = root_cause
+            incident.resolution = resolution
+            ev = self._event(
+                s,
+                incident,
+                by,
+                source,
+                "resolved",
+                f"resolved: {root_cause}" + (f" -- {resolution}" if resolution else ""),
+                now,
+            )
+            data = self.post_data(incident, now)
+            data.update(
+                root_cause=root_cause,
+                resolution=resolution,
+                contact=incident.commander or by.handle,
+            )
+            self._post(
+                s, incident, Destination.incidents(), "resolved", data, f"resolved:{ev.id}", (), now
+            )
+            self._post(
+                s,
+                incident,
+                Destination.incident(number),
+                "text",
+                {
+                    "text": f"🟢 #{number} resolved after {data['duration']}. Next: the "
+                    "post-incident review, within 24–48 h (runbook, Phase 4)."
+                },
+                f"resolved-room:{ev.id}",
+                (),
+                now,
+            )
+            self.timers.on_resolved(s, incident, now)
+        self._notify()
+        return Outcome(
+            incident,
+            f"#{number} resolved after {data['duration']}. "
+            "Schedule the post-incident review within 24–48 h.",
+        )
+
+    def page(
+        self, *, number: int, target: str, reason: str, by: Actor, source: str, oncall: Pager
+    ) -> str | None:
+        """Page a role or person by hand; returns who was paged (None: said in the room)."""
+        with self.store.transaction() as s:
+            incident = self._load_open(s, number)
+            ev = self._event(
+                s, incident, by, source, "page", f"paged {target}: {reason}", self.clock.now()
+            )
+            person = oncall.page(
+                s, incident=incident, target=target, reason=reason, key=f"inc{number}:page:{ev.id}"
+            )
+        self._notify()
+        return person
+
+    def note(
+        self,
+        *,
+        number: int,
+        text: str,
+        by: Actor,
+        source: str,
+        kind: str = "note",
+        post: bool = True,
+    ) -> None:
+        """A timeline line (and a post in the incident room) from another part of PIRA."""
+        with self.store.transaction() as s:
+            now = self.clock.now()
+            incident = self._load(s, number)
+            ev = self._event(s, incident, by, source, kind, text, now)
+            if post:
+                self._post(
+                    s,
+                    incident,
+                    Destination.incident(number),
+                    "text",
+                    {"text": text},
+                    f"{kind}:{ev.id}",
+                    (),
+                    now,
+                )
+        self._notify()
+
+    # ---- shared pieces ---------------------------------------------------
+
+    def post_data(self, incident: Incident, now: datetime) -> dict[str, Any]:
+        """Everything the runbook's templates show, JSON-safe (stored in the outbox)."""
+        policy = self.config.policy(incident.severity)
+        end = incident.resolved_at or now
+        return {
+            "number": incident.number,
+            "title": incident.title,
+            "severity": incident.severity,
+            "status_label": STATUS_LABELS[incident.status],
+            "started": incident.started_at.isoformat(),
+            "duration": duration_text(incident.started_at, end),
+            "commander": incident.commander,
+            "impact": incident.impact,
+            "next_update": (incident.last_update_at + policy.update_every).isoformat(),
+            "bridge_url": self.config.bridge_url if incident.severity in ("P0", "P1") else None,
+        }
+
+    def ticket_data(self, incident: Incident) -> dict[str, Any]:
+        details = incident.details or {}
+        return {
+            "number": incident.number,
+            "title": incident.title,
+            "severity": incident.severity,
+            "reporter": incident.reporter,
+            "started": incident.started_at.isoformat(),
+            "affected": incident.affected,
+            "status_label": STATUS_LABELS[incident.status],
+            "commander": incident.commander,
+            "impact": incident.impact,
+            "current_status": details.get("current_status", "Investigating"),
+            "initial_actions": details.get("initial_actions"),
+            "links": details.get("links", []),
+        }
+
+    def post(
+        self,
+        session: Session,
+        incident: Incident | None,
+        destination: Destination,
+        template: str,
+        data: dict[str, Any],
+        key: str,
+        buttons: Sequence[Button] = (),
+    ) -> list[str]:
+        """Enqueue a post in the caller's transaction; returns the platforms it goes to."""
+        return enqueue(
+            session,
+            adapters=self._adapters(),
+            destination=destination,
+            template=template,
+            data=data,
+            key=key,
+            now=self.clock.now(),
+            buttons=buttons,
+            incident_id=incident.id if incident is not None else None,
+        )
+
+    def _post(
+        self,
+        s: Session,
+        incident: Incident,
+        destination: Destination,
+        template: str,
+        data: dict[str, Any],
+        key: str,
+        buttons: Sequence[Button],
+        now: datetime,
+    ) -> None:
+        self.post(s, incident, destination, template, data, f"inc{incident.number}:{key}", buttons)
+
+    def _posted_update(
+        self, s: Session, incident: Incident, text: str, ev: TimelineEvent, now: datetime
+    ) -> None:
+        incident.last_update_at = now
+        data = self.post_data(incident, now)
+        data["text"] = text
+        self._post(s, incident, Destination.incidents(), "update", data, f"update:{ev.id}", (), now)
+        self.timers.on_updated(s, incident, now)
+
+    def _event(
+        self,
+        s: Session,
+        incident: Incident,
+        by: Actor,
+        source: str,
+        kind: str,
+        text: str,
+        now: datetime,
+    ) -> TimelineEvent:
+        ev = TimelineEvent(
+            incident_id=incident.id, at=now, actor=by.handle, source=source, kind=kind, text=text
+        )
+        s.add(ev)
+        s.flush()
+        return ev
+
+    def _load(self, s: Session, number: int) -> Incident:
+        incident = s.scalar(select(Incident).where(Incident.number == number))
+        if incident is None:
+            raise NotFound(f"there is no incident #{number}")
+        return incident
+
+    def _load_open(self, s: Session, number: int) -> Incident:
+        incident = self._load(s, number)
+        if not incident.is_open:
+            raise InvalidInput(f"#{number} is already resolved")
+        return incident

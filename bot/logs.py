@@ -1,0 +1,60 @@
+"""Structured logs: one JSON object a line on stderr, secrets scrubbed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_SECRETS: list[str] = []
+_TOKENISH = re.compile(r"(xox[abpr]-[\w-]+|xapp-[\w-]+|\d{6,12}:[\w-]{30,}|Bearer\s+\S+)")
+
+
+def register_secret(value: str | None) -> None:
+    """Anything registered here is replaced by *** wherever it would be logged."""
+    if value and len(value) >= 4 and value not in _SECRETS:
+        _SECRETS.append(value)
+
+
+def scrub(text: str) -> str:
+    for secret in _SECRETS:
+        text = text.replace(secret, "***")
+    return _TOKENISH.sub("***", text)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        event: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                event[key] = value
+        if record.exc_info:
+            # Kept on one line: the exception's type and message, and where it came from.
+            exc = record.exc_info[1]
+            event["error"] = f"{type(exc).__name__}: {exc}"
+            tb = record.exc_info[2]
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            if tb is not None:
+                event["at"] = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+        return scrub(json.dumps(event, default=str, ensure_ascii=False))
+
+
+def setup(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Libraries' chatter (every HTTP request, every scheduler wake-up) is not an event.
+    for noisy in ("httpx", "apscheduler", "aiohttp.access", "alembic", "telegram", "slack_bolt"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,238 @@
+"""The durable outbox: every post is stored first, in the transaction of the change
+that caused it, then delivered by a worker.
+
+A crash between the change and the post cannot lose the post (it is in the
+same commit), and a post is marked sent right after its platform accepted it,
+so a restart delivers what was pending, once. Each row has a unique delivery
+key: planning the same post twice (a timer run twice) stores it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.clock import Clock
+from bot.messages import Button, Destination
+from bot.render import Renderer
+from bot.store import Store
+from bot.store.models import OutboxMessage
+
+log = logging.getLogger("pira.outbox")
+
+MAX_BACKOFF = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """A rendered post handed to an adapter."""
+
+    key: str
+    destination: Destination
+    text: str
+    buttons: tuple[Button, ...]
+    incident: int | None
+    template: str
+    data: dict[str, Any]
+
+
+class DeliveryError(Exception):
+    """An adapter could not deliver now. ``retry_after`` (seconds) when the platform
+    said so; ``permanent`` when retrying cannot help (the row is marked failed)."""
+
+    def __init__(self, reason: str, *, retry_after: float | None = None, permanent: bool = False):
+        super().__init__(reason)
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+
+class Adapter(Protocol):
+    name: str
+
+    def reaches(self, destination: Destination) -> bool:
+        """Whether this platform has an address for the destination (a DM needs an id)."""
+        ...
+
+    async def deliver(self, message: Outbound) -> dict[str, Any] | None:
+        """Send; return the platform's reference to the message (for later edits)."""
+        ...
+
+
+def enqueue(
+    session: Session,
+    *,
+    adapters: Iterable[Adapter],
+    destination: Destination,
+    template: str,
+    data: dict[str, Any],
+    key: str,
+    now: datetime,
+    buttons: Sequence[Button] = (),
+    incident_id: int | None = None,
+) -> list[str]:
+    """Store one post for every adapter that reaches the destination.
+
+    Returns the platforms it was stored for (empty: nobody can be reached, the
+    caller must say so somewhere). A key already stored is not stored again.
+    """
+    stored: list[str] = []
+    for adapter in adapters:
+        if not adapter.reaches(destination):
+            continue
+        row_key = f"{key}@{adapter.name}"
+        exists = session.scalar(select(OutboxMessage.id).where(OutboxMessage.key == row_key))
+        stored.append(adapter.name)
+        if exists is not None:
+            continue
+        session.add(
+            OutboxMessage(
+                key=row_key,
+                platform=adapter.name,
+                destination=destination.value,
+                incident_id=incident_id,
+                body={
+                    "template": template,
+                    "data": data,
+                    "buttons": [b.to_json() for b in buttons],
+                },
+                status="pending",
+                attempts=0,
+                created_at=now,
+                next_attempt_at=now,
+            )
+        )
+    return stored
+
+
+class OutboxWorker:
+    """Delivers pending posts in order per (platform, destination), retrying with backoff.
+
+    Runs on one replica at a time (the leader), so rows are not claimed.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        adapters: dict[str, Adapter],
+        renderer: Renderer,
+        clock: Clock,
+        batch: int = 200,
+    ) -> None:
+        self.store = store
+        self.adapters = adapters
+        self.renderer = renderer
+        self.clock = clock
+        self.batch = batch
+        self._wake = asyncio.Event()
+
+    def notify(self) -> None:
+        """Something was enqueued: deliver now instead of at the next poll."""
+        self._wake.set()
+
+    async def run(self, poll: float = 1.0) -> None:
+        while True:
+            try:
+                await self.deliver_due()
+            except Exception:  # the worker must outlive a bad row or a lost database
+                log.exception("outbox pass failed")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(poll):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def deliver_due(self) -> int:
+        """One pass over due rows; returns how many were delivered."""
+        now = self.clock.now()
+        with self.store.read() as session:
+            rows = session.scalars(
+                select(OutboxMessage)
+                .where(OutboxMessage.status == "pending")
+                .where(OutboxMessage.platform.in_(list(self.adapters)))
+                .order_by(OutboxMessage.id)
+                .limit(self.batch)
+            ).all()
+        blocked: set[tuple[str, str]] = set()
+        delivered = 0
+        for row in rows:
+            lane = (row.platform, row.destination)
+            if lane in blocked:
+                continue
+            if row.next_attempt_at > now:
+                blocked.add(lane)  # keep the order of posts in one room
+                continue
+            if await self._deliver(row):
+                delivered += 1
+            else:
+                blocked.add(lane)
+        return delivered
+
+    async def _deliver(self, row: OutboxMessage) -> bool:
+        adapter = self.adapters[row.platform]
+        body = row.body
+        try:
+            text = self.renderer.render(row.platform, body["template"], body["data"])
+            message = Outbound(
+                key=row.key,
+                destination=Destination(row.destination),
+                text=text,
+                buttons=tuple(Button.from_json(b) for b in body.get("buttons", [])),
+                incident=row.incident_id,
+                template=body["template"],
+                data=body["data"],
+            )
+            ref = await adapter.deliver(message)
+        except DeliveryError as exc:
+            self._failed(row, str(exc), exc.retry_after, exc.permanent)
+            return False
+        except Exception as exc:  # an adapter bug must not stop other rooms' posts
+            log.exception("outbox delivery crashed", extra={"key": row.key})
+            self._failed(row, f"{type(exc).__name__}: {exc}", None, False)
+            return False
+        with self.store.transaction() as session:
+            fresh = session.get(OutboxMessage, row.id)
+            if fresh is not None:
+                fresh.status = "sent"
+                fresh.sent_at = self.clock.now()
+                fresh.attempts += 1
+                fresh.remote_ref = ref
+                fresh.error = None
+        return True
+
+    def _failed(self, row: OutboxMessage, reason: str, retry_after: float | None, permanent: bool):
+        with self.store.transaction() as session:
+            fresh = session.get(OutboxMessage, row.id)
+            if fresh is None:
+                return
+            fresh.attempts += 1
+            fresh.error = reason[:500]
+            if permanent:
+                fresh.status = "failed"
+                log.error(
+                    "outbox post failed permanently",
+                    extra={"key": row.key, "platform": row.platform, "reason": reason[:200]},
+                )
+                return
+            if retry_after is not None:
+                delay = timedelta(seconds=retry_after)
+            else:
+                delay = min(MAX_BACKOFF, timedelta(seconds=2 ** min(fresh.attempts, 9)))
+            fresh.next_attempt_at = self.clock.now() + delay
+            log.warning(
+                "outbox delivery postponed",
+                extra={
+                    "key": row.key,
+                    "platform": row.platform,
+                    "attempt": fresh.attempts,
+                    "retry_in_s": delay.total_seconds(),
+                    "reason": reason[:200],
+                },
+            )

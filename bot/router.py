@@ -1,0 +1,357 @@
+"""From a neutral Message to a Reply: parse ``/cmd args``, check the role, ask for
+confirmation where a command is destructive, run the handler, audit.
+
+"Does this apply?" (parsing, role, confirmation) is decided here; "do it" is
+the handler's. A handler never sees arguments that did not parse.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from sqlalchemy import select
+
+from bot.domain.incident import InvalidInput, parse_severity
+from bot.messages import Button, Message, Reply
+from bot.people import Actor
+from bot.store.models import AuditEntry, Confirmation
+
+if TYPE_CHECKING:
+    from bot.app import App
+
+log = logging.getLogger("pira.router")
+
+CONFIRM_WINDOW = timedelta(seconds=60)
+MAX_COMMAND = 4000
+_COMMAND = re.compile(r"^/([A-Za-z_]+)(?:@[A-Za-z0-9_]+)?(?:\s+(.*))?$", re.DOTALL)
+
+A = TypeVar("A")
+
+
+class UsageError(InvalidInput):
+    """The arguments do not parse; the router adds the command's usage line."""
+
+
+class Refused(Exception):
+    """The person may not do this (role, or another person's confirmation)."""
+
+
+class Args:
+    """A cursor over a command's argument text, for declaring typed parsers."""
+
+    def __init__(self, text: str) -> None:
+        self.rest = text.strip()
+
+    def incident(self) -> int | None:
+        """An optional leading ``#N``."""
+        m = re.match(r"#(\d{1,9})\b\s*", self.rest)
+        if m is None:
+            if re.match(r"#\S", self.rest):
+                raise UsageError(f"{self.rest.split()[0]!r} is not an incident number (#N)")
+            return None
+        self.rest = self.rest[m.end() :]
+        return int(m.group(1))
+
+    def peek(self) -> str | None:
+        return self.rest.split(None, 1)[0] if self.rest else None
+
+    def word(self, what: str) -> str:
+        if not self.rest:
+            raise UsageError(f"{what} is missing")
+        head, _, tail = self.rest.partition(" ")
+        self.rest = tail.strip()
+        return head
+
+    def severity(self) -> str:
+        return parse_severity(self.word("the severity (p0-p3)"))
+
+    def choice(self, what: str, choices: Iterable[str]) -> str:
+        options = tuple(choices)
+        value = self.word(what).lower()
+        if value not in options:
+            raise UsageError(f"{value!r} is not one of: {', '.join(options)}")
+        return value
+
+    def integer(self, what: str, *, low: int | None = None, high: int | None = None) -> int:
+        raw = self.word(what)
+        if not re.fullmatch(r"[+-]?\d{1,9}", raw):
+            raise UsageError(f"{what} must be a whole number, not {raw!r}")
+        value = int(raw)
+        if low is not None and value < low:
+            raise UsageError(f"{what} must be at least {low}")
+        if high is not None and value > high:
+            raise UsageError(f"{what} must be at most {high}")
+        return value
+
+    def person(self, what: str = "the person") -> str:
+        raw = self.word(what)
+        m = re.fullmatch(r"<@([A-Z0-9]+)(?:\|[^>]*)?>", raw)  # a Slack mention
+        if m:
+            return "slack-id:" + m.group(1)
+        if not raw.startswith("@") or len(raw) < 2:
+            raise UsageError(f"{what} must be written @name, not {raw!r}")
+        return raw[1:]
+
+    def text(self, what: str) -> str:
+        if not self.rest:
+            raise UsageError(f"{what} is missing")
+        value, self.rest = self.rest, ""
+        return value
+
+    def optional_text(self) -> str | None:
+        value, self.rest = self.rest, ""
+        return value or None
+
+    def end(self) -> None:
+        if self.rest:
+            raise UsageError(f"unexpected {self.rest[:40]!r}")
+
+
+@dataclass
+class Context:
+    """What a handler gets: the app's services, who asked, where, and when."""
+
+    app: App
+    actor: Actor
+    message: Message
+    confirmed: bool = False
+
+    @property
+    def source(self) -> str:
+        return self.message.platform
+
+    @property
+    def room_incident(self) -> int | None:
+        return self.message.room.incident
+
+    def incident(self, number: int | None) -> int:
+        return self.app.incidents.pick(number, self.room_incident)
+
+
+@dataclass(frozen=True)
+class Command(Generic[A]):
+    name: str
+    usage: str
+    summary: str
+    parse: Callable[[Args], A]
+    run: Callable[[Context, A], Awaitable[Reply]]
+    role: str | None = None
+    # Destructive commands: a prompt (what will happen) shown before running.
+    confirm: Callable[[Context, A], Awaitable[str]] | None = None
+    audit: bool = False
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass
+class CommandList:
+    """Commands a handlers module declares with ``@commands.add(...)``."""
+
+    items: list[Command[Any]] = field(default_factory=list)
+
+    def add(
+        self,
+        name: str,
+        *,
+        usage: str,
+        summary: str,
+        parse: Callable[[Args], Any],
+        role: str | None = None,
+        confirm: Callable[[Context, Any], Awaitable[str]] | None = None,
+        audit: bool | None = None,
+    ) -> Callable[[Callable[[Context, Any], Awaitable[Reply]]], Callable[..., Any]]:
+        def register(fn: Callable[[Context, Any], Awaitable[Reply]]) -> Callable[..., Any]:
+            self.items.append(
+                Command(
+                    name=name,
+                    usage=usage,
+                    summary=summary,
+                    parse=parse,
+                    run=fn,
+                    role=role,
+                    confirm=confirm,
+                    audit=bool(role) if audit is None else audit,
+                )
+            )
+            return fn
+
+        return register
+
+
+class Router:
+    def __init__(self, app: App, commands: Iterable[Command[Any]]) -> None:
+        self.app = app
+        self.commands: dict[str, Command[Any]] = {}
+        for command in commands:
+            if command.name in self.commands:
+                raise ValueError(f"command /{command.name} declared twice")
+            self.commands[command.name] = command
+
+    async def handle(self, message: Message, actor: Actor | None = None) -> Reply:
+        """Answer one message. Never raises for anything a user can cause."""
+        actor = actor or self.app.directory.actor(
+            message.platform, message.user_id, message.user_name
+        )
+        text = message.text.strip()
+        if len(text) > MAX_COMMAND:
+            return Reply.error(f"That message is too long ({len(text)} characters).")
+        m = _COMMAND.match(text)
+        if m is None:
+            return Reply.error("Commands start with /, e.g. /help.")
+        name, raw = m.group(1).lower(), (m.group(2) or "")
+        if name in ("confirm", "cancel"):
+            return await self._confirmation(name, raw.strip(), message, actor)
+        command = self.commands.get(name)
+        if command is None:
+            return Reply.error(f"Unknown command /{name}. /help lists the commands.")
+        try:
+            args = command.parse(Args(raw))
+        except InvalidInput as exc:
+            return Reply.error(f"{_sentence(str(exc))} Usage: {command.usage}")
+        if not actor.has(command.role):
+            self.audit(
+                actor,
+                message.platform,
+                f"/{name} {raw}".strip(),
+                "refused",
+                f"needs role {command.role}",
+            )
+            return Reply.error(
+                f"/{name} needs the {command.role} role; {actor.handle} does not have it."
+            )
+        ctx = Context(app=self.app, actor=actor, message=message)
+        if command.confirm is not None:
+            return await self._ask(command, ctx, args, f"/{name} {raw}".strip())
+        return await self._run(command, ctx, args, f"/{name} {raw}".strip())
+
+    async def _run(self, command: Command[Any], ctx: Context, args: Any, text: str) -> Reply:
+        try:
+            reply = await command.run(ctx, args)
+        except InvalidInput as exc:
+            reply = Reply.error(_sentence(str(exc)))
+        except Exception:
+            log.exception(
+                "command failed", extra={"command": command.name, "actor": ctx.actor.handle}
+            )
+            reply = Reply.error(
+                f"/{command.name} failed on PIRA's side; nothing was changed "
+                "that is not shown here. The error is in the bot's log."
+            )
+            if command.audit:
+                self.audit(ctx.actor, ctx.source, text, "failed", "internal error")
+            return reply
+        if command.audit:
+            self.audit(
+                ctx.actor,
+                ctx.source,
+                text,
+                "ok" if reply.ok else "rejected",
+                reply.data.get("text", "")[:500] if not reply.ok else "",
+            )
+        return reply
+
+    async def _ask(self, command: Command[Any], ctx: Context, args: Any, text: str) -> Reply:
+        assert command.confirm is not None
+        try:
+            prompt = await command.confirm(ctx, args)
+        except InvalidInput as exc:
+            self.audit(ctx.actor, ctx.source, text, "rejected", str(exc))
+            return Reply.error(_sentence(str(exc)))
+        now = self.app.clock.now()
+        code = secrets.token_hex(3).upper()
+        with self.app.store.transaction() as s:
+            s.add(
+                Confirmation(
+                    code=code,
+                    actor=ctx.actor.key,
+                    command=text,
+                    created_at=now,
+                    expires_at=now + CONFIRM_WINDOW,
+                )
+            )
+        self.audit(ctx.actor, ctx.source, text, "requested", f"confirmation {code}")
+        seconds = int(CONFIRM_WINDOW.total_seconds())
+        return Reply.plain(
+            f"{prompt}\nConfirm within {seconds} s: /confirm {code} (or /cancel {code}).",
+            buttons=(
+                Button("Confirm", f"/confirm {code}", "danger"),
+                Button("Cancel", f"/cancel {code}"),
+            ),
+        )
+
+    async def _confirmation(self, verb: str, code: str, message: Message, actor: Actor) -> Reply:
+        code = code.upper()
+        if not re.fullmatch(r"[0-9A-F]{6}", code):
+            return Reply.error(f"Usage: /{verb} <code> (the code the bot gave you).")
+        now = self.app.clock.now()
+        with self.app.store.transaction() as s:
+            pending = s.get(Confirmation, code)
+            if pending is None or pending.used_at is not None:
+                return Reply.error(f"No pending action with code {code}.")
+            if pending.actor != actor.key:
+                self.audit(
+                    actor,
+                    message.platform,
+                    pending.command,
+                    "refused",
+                    f"{verb} {code} by another person than {pending.actor}",
+                )
+                return Reply.error("Only the person who asked for this action can confirm it.")
+            pending.used_at = now
+            command_text = pending.command
+            expired = pending.expires_at < now
+        if expired:
+            self.audit(actor, message.platform, command_text, "expired", f"code {code}")
+            return Reply.error(f"Code {code} expired (60 s); nothing was done. Ask again.")
+        if verb == "cancel":
+            self.audit(actor, message.platform, command_text, "cancelled", f"code {code}")
+            return Reply.plain(f"Cancelled: {command_text}")
+        m = _COMMAND.match(command_text)
+        assert m is not None
+        command = self.commands[m.group(1).lower()]
+        args = command.parse(Args(m.group(2) or ""))
+        if not actor.has(command.role):  # roles may have changed since the request
+            self.audit(actor, message.platform, command_text, "refused", "role")
+            return Reply.error(f"/{command.name} needs the {command.role} role.")
+        self.audit(actor, message.platform, command_text, "confirmed", f"code {code}")
+        ctx = Context(app=self.app, actor=actor, message=message, confirmed=True)
+        return await self._run(command, ctx, args, command_text)
+
+    def audit(self, actor: Actor, source: str, action: str, outcome: str, detail: str) -> None:
+        with self.app.store.transaction() as s:
+            s.add(
+                AuditEntry(
+                    at=self.app.clock.now(),
+                    actor=actor.handle,
+                    source=source,
+                    action=action[:100],
+                    outcome=outcome,
+                    detail=detail,
+                )
+            )
+        log.info(
+            "audit",
+            extra={
+                "actor": actor.handle,
+                "source": source,
+                "action": action[:100],
+                "outcome": outcome,
+            },
+        )
+
+    def audit_entries(self, limit: int = 50) -> list[AuditEntry]:
+        with self.app.store.read() as s:
+            return list(s.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)))
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."

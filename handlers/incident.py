@@ -1,0 +1,339 @@
+"""Declare and drive an incident: /incident /ack /status /update /severity /commander
+/impact /resolve /timeline /incidents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.domain.durations import format_duration
+from bot.domain.incident import STATUS_LABELS, STATUSES, InvalidInput, duration_text
+from bot.incidents import Outcome
+from bot.messages import Reply
+from bot.router import Args, CommandList, Context, UsageError
+
+commands = CommandList()
+
+
+def _done(outcome: Outcome) -> Reply:
+    return Reply.plain(outcome.text)
+
+
+# ---- /incident ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Declare:
+    severity: str | None = None
+    title: str | None = None
+    show: int | None = None
+
+
+def parse_incident(a: Args) -> Declare:
+    number = a.incident()
+    if number is not None:
+        a.end()
+        return Declare(show=number)
+    severity = a.severity()
+    return Declare(severity=severity, title=a.text("the title"))
+
+
+async def _show_ticket(ctx: Context, number: int) -> Reply:
+    incident = ctx.app.incidents.get(number)
+    return Reply(template="ticket", data=ctx.app.incidents.ticket_data(incident))
+
+
+@commands.add(
+    "incident",
+    usage="/incident <p0-p3> <title>  |  /incident #N",
+    summary="declare an incident (or show incident N's ticket)",
+    parse=parse_incident,
+    role="responder",
+)
+async def incident(ctx: Context, args: Declare) -> Reply:
+    if args.show is not None:
+        return await _show_ticket(ctx, args.show)
+    assert args.severity is not None and args.title is not None
+    created = ctx.app.incidents.declare(
+        severity=args.severity, title=args.title, by=ctx.actor, source=ctx.source
+    )
+    policy = ctx.app.config.policy(created.severity)
+    paging = (
+        "no page (severity without paging)"
+        if policy.page_after is None
+        else "paging the on-call now"
+        if not policy.page_after
+        else f"paging the on-call in {format_duration(policy.page_after)} unless acknowledged"
+    )
+    return Reply.plain(
+        f"Declared #{created.number} [{created.severity}] {created.title}: announced in "
+        f"#incidents, room #incident-{created.number}, {paging}."
+    )
+
+
+# ---- /ack /status /update /severity /commander /impact /resolve ------------------
+
+
+@dataclass(frozen=True)
+class Ref:
+    number: int | None
+
+
+def parse_ref(a: Args) -> Ref:
+    number = a.incident()
+    a.end()
+    return Ref(number)
+
+
+@commands.add(
+    "ack",
+    usage="/ack [#N]",
+    summary="acknowledge the page: stops the ack chain, sets the commander if none",
+    parse=parse_ref,
+    role="responder",
+)
+async def ack(ctx: Context, args: Ref) -> Reply:
+    number = ctx.incident(args.number)
+    return _done(ctx.app.incidents.ack(number=number, by=ctx.actor, source=ctx.source))
+
+
+@dataclass(frozen=True)
+class StatusArgs:
+    number: int | None
+    status: str
+    note: str | None
+
+
+def parse_status(a: Args) -> StatusArgs:
+    number = a.incident()
+    status = a.choice("the status", STATUSES)
+    return StatusArgs(number, status, a.optional_text())
+
+
+@commands.add(
+    "status",
+    usage="/status [#N] <investigating|mitigating|monitoring|resolved> [note]",
+    summary="change the status (posts an Update)",
+    parse=parse_status,
+    role="responder",
+)
+async def status(ctx: Context, args: StatusArgs) -> Reply:
+    number = ctx.incident(args.number)
+    return _done(
+        ctx.app.incidents.set_status(
+            number=number, status=args.status, note=args.note, by=ctx.actor, source=ctx.source
+        )
+    )
+
+
+@dataclass(frozen=True)
+class TextArgs:
+    number: int | None
+    text: str
+
+
+def parse_update(a: Args) -> TextArgs:
+    number = a.incident()
+    return TextArgs(number, a.text("the update text"))
+
+
+@commands.add(
+    "update",
+    usage="/update [#N] <text>",
+    summary="post the Update template; resets the next-update timer",
+    parse=parse_update,
+    role="responder",
+)
+async def update(ctx: Context, args: TextArgs) -> Reply:
+    number = ctx.incident(args.number)
+    return _done(
+        ctx.app.incidents.post_update(
+            number=number, text=args.text, by=ctx.actor, source=ctx.source
+        )
+    )
+
+
+@dataclass(frozen=True)
+class SeverityArgs:
+    number: int | None
+    severity: str
+
+
+def parse_severity_args(a: Args) -> SeverityArgs:
+    number = a.incident()
+    severity = a.severity()
+    a.end()
+    return SeverityArgs(number, severity)
+
+
+@commands.add(
+    "severity",
+    usage="/severity [#N] <p0-p3>",
+    summary="change the severity; timers are re-planned from the incident's start",
+    parse=parse_severity_args,
+    role="responder",
+)
+async def severity(ctx: Context, args: SeverityArgs) -> Reply:
+    number = ctx.incident(args.number)
+    return _done(
+        ctx.app.incidents.set_severity(
+            number=number, severity=args.severity, by=ctx.actor, source=ctx.source
+        )
+    )
+
+
+@dataclass(frozen=True)
+class PersonArgs:
+    number: int | None
+    person: str
+
+
+def parse_commander(a: Args) -> PersonArgs:
+    number = a.incident()
+    person = a.person("the commander")
+    a.end()
+    return PersonArgs(number, person)
+
+
+@commands.add(
+    "commander",
+    usage="/commander [#N] @user",
+    summary="set the incident commander",
+    parse=parse_commander,
+    role="responder",
+)
+async def commander(ctx: Context, args: PersonArgs) -> Reply:
+    number = ctx.incident(args.number)
+    person = ctx.app.directory.find(args.person)
+    if person is None:
+        known = ", ".join(f"@{k}" for k in sorted(ctx.app.config.people)) or "nobody configured"
+        raise InvalidInput(f"@{args.person} is not a configured person (known: {known})")
+    return _done(
+        ctx.app.incidents.set_commander(
+            number=number, person=person, by=ctx.actor, source=ctx.source
+        )
+    )
+
+
+def parse_impact(a: Args) -> TextArgs:
+    number = a.incident()
+    return TextArgs(number, a.text("the impact"))
+
+
+@commands.add(
+    "impact",
+    usage="/impact [#N] <text>",
+    summary="record the impact, shown in every post",
+    parse=parse_impact,
+    role="responder",
+)
+async def impact(ctx: Context, args: TextArgs) -> Reply:
+    number = ctx.incident(args.number)
+    return _done(
+        ctx.app.incidents.set_impact(number=number, text=args.text, by=ctx.actor, source=ctx.source)
+    )
+
+
+@dataclass(frozen=True)
+class ResolveArgs:
+    number: int | None
+    root_cause: str
+    resolution: str | None
+
+
+def parse_resolve(a: Args) -> ResolveArgs:
+    number = a.incident()
+    text = a.text("the root cause")
+    cause, sep, resolution = text.partition(" -- ")
+    if not sep and text.endswith(" --"):
+        cause = text[:-3]
+    if not cause.strip():
+        raise UsageError("the root cause is missing")
+    return ResolveArgs(number, cause.strip(), resolution.strip() or None)
+
+
+@commands.add(
+    "resolve",
+    usage="/resolve [#N] <root cause> [-- resolution]",
+    summary="post the Resolution template, stop all timers, propose the PIR",
+    parse=parse_resolve,
+    role="responder",
+)
+async def resolve(ctx: Context, args: ResolveArgs) -> Reply:
+    number = ctx.incident(args.number)
+    return _done(
+        ctx.app.incidents.resolve(
+            number=number,
+            root_cause=args.root_cause,
+            resolution=args.resolution,
+            by=ctx.actor,
+            source=ctx.source,
+        )
+    )
+
+
+# ---- reading -----------------------------------------------------------------
+
+
+@commands.add(
+    "timeline",
+    usage="/timeline [#N]",
+    summary="the incident's ticket and every step with time and actor",
+    parse=parse_ref,
+)
+async def timeline(ctx: Context, args: Ref) -> Reply:
+    number = ctx.incident(args.number)
+    incident = ctx.app.incidents.get(number)
+    now = ctx.app.clock.now()
+    return Reply(
+        template="timeline",
+        data={
+            "number": incident.number,
+            "title": incident.title,
+            "severity": incident.severity,
+            "status_label": STATUS_LABELS[incident.status],
+            "duration": duration_text(incident.started_at, incident.resolved_at or now),
+            "events": [
+                {"at": e.at.isoformat(), "actor": e.actor, "source": e.source, "text": e.text}
+                for e in incident.timeline
+            ],
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Which:
+    which: str
+
+
+def parse_which(a: Args) -> Which:
+    which = a.choice("which incidents", ("open", "all")) if a.peek() else "open"
+    a.end()
+    return Which(which)
+
+
+@commands.add(
+    "incidents",
+    usage="/incidents [open|all]",
+    summary="list open (or all recent) incidents",
+    parse=parse_which,
+)
+async def incidents(ctx: Context, args: Which) -> Reply:
+    rows = ctx.app.incidents.list_incidents(open_only=args.which == "open")
+    now = ctx.app.clock.now()
+    return Reply(
+        template="incidents",
+        data={
+            "which": args.which,
+            "rows": [
+                {
+                    "number": i.number,
+                    "severity": i.severity,
+                    "title": i.title,
+                    "status_label": STATUS_LABELS[i.status],
+                    "duration": duration_text(i.started_at, i.resolved_at or now),
+                    "commander": i.commander,
+                }
+                for i in rows
+            ],
+        },
+    )
