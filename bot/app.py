@@ -1,0 +1,93 @@
+"""The composition root: builds every service once and wires them; no globals elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from bot.clock import Clock, SystemClock
+from bot.incidents import Incidents
+from bot.messages import Reply
+from bot.outbox import Adapter, OutboxWorker
+from bot.people import Directory
+from bot.render import Renderer
+from bot.router import Command, Router
+from bot.settings import Config, Env
+from bot.store import Store
+from bot.timers import Timers
+
+log = logging.getLogger("pira.app")
+
+
+def all_commands() -> list[Command[Any]]:
+    from handlers import incident, meta, oncall
+
+    return [*incident.commands.items, *oncall.commands.items, *meta.commands.items]
+
+
+class App:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        env: Env,
+        clock: Clock | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.config = config
+        self.env = env
+        self.clock: Clock = clock or SystemClock()
+        self.store = store or Store(env.database_url)
+        self.directory = Directory(config)
+        self.renderer = Renderer(tz=config.tz, mention=self.directory.mention)
+        self.adapters: dict[str, Adapter] = {}
+        self.outbox = OutboxWorker(
+            store=self.store, adapters=self.adapters, renderer=self.renderer, clock=self.clock
+        )
+        self.timers = Timers(app=self)
+        self.incidents = Incidents(
+            store=self.store,
+            config=config,
+            directory=self.directory,
+            clock=self.clock,
+            adapters=lambda: list(self.adapters.values()),
+            timers=self.timers,
+            notify=self.outbox.notify,
+        )
+        self.router = Router(self, all_commands())
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def add_adapter(self, adapter: Adapter) -> None:
+        self.adapters[adapter.name] = adapter
+
+    def verify_escalation(self) -> Reply:
+        return self.timers.oncall.verify()
+
+    async def start(self, *, scheduler: bool = True) -> None:
+        """Migrate, then start the outbox worker and (on the leader) the timers."""
+        await asyncio.to_thread(self.store.migrate)
+        self._tasks.append(asyncio.create_task(self.outbox.run(), name="outbox"))
+        if scheduler:
+            await self.timers.start()
+
+    async def serve_forever(self, stop: asyncio.Event) -> None:
+        """The HTTP server (and, when configured, the chat platforms) until ``stop``."""
+        from prometheus_client import CollectorRegistry
+
+        from bot.web import WebServer
+
+        server = WebServer(self, CollectorRegistry())
+        await server.start(self.env.http_host, self.env.http_port)
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+
+    async def stop(self) -> None:
+        await self.timers.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self.store.dispose()

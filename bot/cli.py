@@ -1,0 +1,148 @@
+"""``pira run | console | config check | oncall export``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from bot import logs
+from bot.settings import Config, ConfigError, Env, load_config
+
+log = logging.getLogger("pira")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pira", description="Incident-response chat-ops bot")
+    parser.add_argument("--config", help="YAML configuration (default: $PIRA_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the bot: chat adapters, HTTP server, timers")
+    console = sub.add_parser("console", help="drive the bot from this terminal")
+    console.add_argument(
+        "--as",
+        dest="as_user",
+        metavar="USER",
+        help="act as this configured person, with their roles",
+    )
+    config = sub.add_parser("config", help="configuration")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    config_sub.add_parser("check", help="validate and print the tables in force")
+    oncall = sub.add_parser("oncall", help="on-call rotation")
+    oncall_sub = oncall.add_subparsers(dest="oncall_command", required=True)
+    export = oncall_sub.add_parser("export", help="write the rotation as iCalendar")
+    export.add_argument("--weeks", type=int, default=12)
+    export.add_argument("--out", default="rotation.ics")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, Env]:
+    env = Env.from_environ()
+    path = args.config or env.config_path
+    return load_config(path), env
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config, env = _load(args)
+    except ConfigError as exc:
+        print(f"pira: the configuration {exc.source} is not valid:", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  - {error}", file=sys.stderr)
+        return 2
+    logs.setup()
+    for secret in (
+        env.slack_bot_token,
+        env.slack_signing_secret,
+        env.slack_app_token,
+        env.telegram_token,
+        env.telegram_webhook_secret,
+        env.alertmanager_token,
+    ):
+        logs.register_secret(secret)
+    if args.command == "config":
+        return config_check(config)
+    if args.command == "oncall":
+        return oncall_export(config, weeks=args.weeks, out=Path(args.out))
+    try:
+        if args.command == "console":
+            return asyncio.run(_serve(config, env, console=True, as_user=args.as_user))
+        console = not env.has_chat_credentials and sys.stdin.isatty()
+        return asyncio.run(_serve(config, env, console=console, as_user=None))
+    except KeyboardInterrupt:
+        return 130
+
+
+def config_check(config: Config) -> int:
+    from bot.people import Directory
+    from bot.render import Renderer
+    from handlers.meta import tables
+
+    renderer = Renderer(tz=config.tz, mention=Directory(config).mention)
+    print("Configuration is valid.\n")
+    print(renderer.render("console", "escalation", tables(config)))
+    return 0
+
+
+def oncall_export(config: Config, *, weeks: int, out: Path) -> int:
+    from bot.calendar import export_rotation
+
+    if config.oncall.rotation is None:
+        print("pira: no oncall.rotation in the configuration: nothing to export", file=sys.stderr)
+        return 2
+    if not 1 <= weeks <= 520:
+        print("pira: --weeks must be between 1 and 520", file=sys.stderr)
+        return 2
+    count = export_rotation(config, span=timedelta(weeks=weeks), out=out)
+    print(f"Wrote {count} shifts to {out}")
+    return 0
+
+
+async def _serve(config: Config, env: Env, *, console: bool, as_user: str | None) -> int:
+    from bot.adapters.console import ConsoleAdapter, run_console
+    from bot.app import App
+    from bot.people import Directory
+
+    app = App(config=config, env=env)
+    if as_user is not None and as_user.lstrip("@") not in config.people:
+        known = ", ".join(sorted(config.people)) or "none configured"
+        print(f"pira: --as {as_user}: not a configured person (people: {known})", file=sys.stderr)
+        return 2
+    adapter = ConsoleAdapter()
+    if console:
+        # Before start: posts of timers that came due while the bot was down go here too.
+        app.add_adapter(adapter)
+    try:
+        await app.start()
+    except Exception as exc:
+        print(
+            f"pira: cannot start: {type(exc).__name__}: {logs.scrub(str(exc))[:300]}",
+            file=sys.stderr,
+        )
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if console:
+            actor = (
+                app.directory.person_actor(as_user.lstrip("@"))
+                if as_user
+                else Directory.operator_console()
+            )
+            serve = asyncio.create_task(run_console(app, adapter, actor, sys.stdin))
+            waiter = asyncio.create_task(stop.wait())
+            await asyncio.wait({serve, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if serve.done():
+                serve.result()
+        else:
+            await app.serve_forever(stop)
+    finally:
+        await app.stop()
+    return 0
