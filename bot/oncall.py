@@ -1,0 +1,267 @@
+"""Who is on call, and paging them.
+
+A page is a direct message on every platform where the person has an id
+(console: ``[DM @alice]``) plus a mention in the incident's room. A page that
+cannot go out (nobody in the role, no reachable id) is said plainly in the
+room: a page is never silently dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.domain.durations import humanize
+from bot.domain.incident import STATUS_LABELS, InvalidInput
+from bot.domain.rotation import RotationPlan
+from bot.messages import Button, Destination, Reply
+from bot.people import Actor
+from bot.store.models import Incident, Override
+
+if TYPE_CHECKING:
+    from bot.app import App
+
+MAX_OVERRIDE = timedelta(days=31)
+
+
+@dataclass(frozen=True)
+class OnCallNow:
+    primary: str | None
+    secondary: str | None
+    until: datetime | None
+    override_until: datetime | None
+
+
+class OnCall:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        rotation = app.config.oncall.rotation
+        self.plan = (
+            RotationPlan(
+                members=rotation.members,
+                every=rotation.every,
+                handoff=rotation.handoff,
+                start=rotation.start,
+                tz=app.config.tz,
+            )
+            if rotation is not None
+            else None
+        )
+
+    # ---- who ---------------------------------------------------------------
+
+    def now(self, at: datetime | None = None) -> OnCallNow:
+        at = at or self.app.clock.now()
+        with self.app.store.read() as s:
+            override = s.scalar(
+                select(Override)
+                .where(Override.starts_at <= at, Override.ends_at > at)
+                .order_by(Override.id.desc())
+            )
+        shift = self.plan.at(at) if self.plan is not None else None
+        primary = shift.primary if shift else None
+        secondary = shift.secondary if shift else None
+        if override is not None:
+            if secondary == override.person:
+                secondary = primary
+            primary = override.person
+        return OnCallNow(
+            primary=primary,
+            secondary=secondary,
+            until=shift.ends if shift else None,
+            override_until=override.ends_at if override else None,
+        )
+
+    def who(self, role: str, at: datetime | None = None) -> str | None:
+        """A chain role (primary, secondary, team_lead, …) or a person → a person key."""
+        if role == "primary":
+            return self.now(at).primary
+        if role == "secondary":
+            return self.now(at).secondary
+        return self.app.directory.resolve_role(role)
+
+    def override(self, *, person: str, duration: timedelta, by: Actor) -> OnCallNow:
+        if duration <= timedelta(0) or duration > MAX_OVERRIDE:
+            raise InvalidInput("an override lasts between 1 minute and 31 days")
+        now = self.app.clock.now()
+        with self.app.store.transaction() as s:
+            s.add(
+                Override(person=person, starts_at=now, ends_at=now + duration, created_by=by.handle)
+            )
+        return self.now(now)
+
+    # ---- paging ------------------------------------------------------------
+
+    def page(
+        self,
+        s: Session,
+        *,
+        incident: Incident,
+        target: str,
+        reason: str,
+        key: str,
+        late: str | None = None,
+    ) -> str | None:
+        """Page ``target`` (role or person) for the incident in the caller's transaction.
+
+        Returns the person paged, or None when nobody could be reached (said in the room).
+        """
+        app = self.app
+        person = self.who(target)
+        room = Destination.incident(incident.number)
+        suffix = f" ({late})" if late else ""
+        if person is None:
+            hint = (
+                "no on-call rotation is configured (oncall.rotation)"
+                if target in ("primary", "secondary")
+                else f"nobody is configured for it (roles.{target})"
+            )
+            app.incidents.post(
+                s,
+                incident,
+                room,
+                "text",
+                {"text": f"⚠️ Could not page {target}: {hint}.{suffix}"},
+                f"{key}:unreachable",
+            )
+            return None
+        data = app.incidents.post_data(incident, app.clock.now())
+        role = "" if target == person else f" ({target})"
+        data.update(reason=reason, late=late, person=person)
+        ack = (Button("Acknowledge", f"/ack #{incident.number}", "primary"),)
+        platforms = app.incidents.post(
+            s, incident, Destination.dm(person), "page", data, f"{key}:dm", ack
+        )
+        if not platforms:
+            app.incidents.post(
+                s,
+                incident,
+                room,
+                "text",
+                {
+                    "text": f"⚠️ Could not page @{person}{role}: no chat id of theirs is "
+                    f"configured on this bot's platforms (people.{person}).{suffix}"
+                },
+                f"{key}:unreachable",
+            )
+            return None
+        app.incidents.post(
+            s,
+            incident,
+            room,
+            "paged",
+            {"person": person, "role": role, "reason": reason, "late": late},
+            f"{key}:room",
+        )
+        return person
+
+    # ---- reports -----------------------------------------------------------
+
+    def verify(self) -> Reply:
+        """Every role and person the chain, the triggers and the rotation name must
+        resolve to a person with at least one reachable platform id."""
+        config = self.app.config
+        names: dict[str, str] = {}
+        for step in config.oncall.chain:
+            names.setdefault(step.role, "the ack chain")
+        for sev, policy in config.severities.items():
+            for trigger in policy.escalate:
+                names.setdefault(trigger.to, f"{sev} escalation")
+        gaps: list[str] = []
+        checked: list[str] = []
+        people: dict[str, str] = {}
+        for name, where in names.items():
+            if name in ("primary", "secondary"):
+                if self.plan is None:
+                    gaps.append(f"{name} ({where}): no oncall.rotation is configured")
+                continue
+            person = self.app.directory.resolve_role(name)
+            if person is None:
+                gaps.append(f"{name} ({where}): nobody is set in roles.{name}")
+            else:
+                people.setdefault(person, f"{name} ({where})")
+        if self.plan is not None:
+            for member in self.plan.members:
+                people.setdefault(member, "the rotation")
+        active = [p for p in self.app.adapters if p != "console"]
+        for person, where in people.items():
+            configured = config.people.get(person)
+            if configured is None:
+                gaps.append(f"@{person} ({where}): not in people")
+                continue
+            ids = [p for p in ("slack", "telegram") if getattr(configured, p) is not None]
+            if not ids:
+                gaps.append(f"@{person} ({where}): no slack or telegram id")
+            elif active and not any(p in active for p in ids):
+                gaps.append(
+                    f"@{person} ({where}): no id on the running platforms ({', '.join(active)})"
+                )
+            else:
+                checked.append(f"@{person} ({where}): {', '.join(ids)}")
+        if gaps:
+            text = "❌ Escalation targets with gaps:\n" + "\n".join(f"- {g}" for g in gaps)
+            if checked:
+                text += "\nReachable:\n" + "\n".join(f"- {c}" for c in checked)
+            return Reply.plain(text, ok=False)
+        return Reply.plain(
+            "✅ Every escalation target is reachable:\n" + "\n".join(f"- {c}" for c in checked)
+        )
+
+    def handoff_data(self, now: datetime, boundary: datetime | None = None) -> dict[str, Any]:
+        """The handoff document: who hands over to whom at ``boundary`` (default: the
+        next handoff), open incidents, last week's incidents."""
+        app = self.app
+        current = self.now(now)
+        incoming = outgoing = None
+        if self.plan is not None:
+            at = boundary or self.plan.next_handoff(now)
+            nxt = self.plan.at(at)
+            previous = self.plan.at(at - timedelta(seconds=1))
+            incoming = {
+                "primary": nxt.primary,
+                "secondary": nxt.secondary,
+                "starts": nxt.starts.isoformat(),
+                "until": nxt.ends.isoformat(),
+            }
+            outgoing = {"primary": previous.primary, "secondary": previous.secondary}
+        week_ago = now - timedelta(days=7)
+        with app.store.read() as s:
+            open_rows = list(
+                s.scalars(
+                    select(Incident).where(Incident.status != "resolved").order_by(Incident.number)
+                )
+            )
+            last_week = list(
+                s.scalars(
+                    select(Incident)
+                    .where(Incident.detected_at >= week_ago)
+                    .order_by(Incident.number)
+                )
+            )
+
+        def row(i: Incident) -> dict[str, Any]:
+            end = i.resolved_at or now
+            return {
+                "number": i.number,
+                "severity": i.severity,
+                "title": i.title,
+                "status_label": STATUS_LABELS[i.status],
+                "duration": humanize(end - i.started_at),
+            }
+
+        return {
+            "now": now.isoformat(),
+            "current": {
+                "primary": current.primary,
+                "secondary": current.secondary,
+                "until": current.until.isoformat() if current.until else None,
+            },
+            "incoming": incoming,
+            "outgoing": outgoing,
+            "open": [row(i) for i in open_rows],
+            "last_week": [row(i) for i in last_week],
+        }
