@@ -1,0 +1,189 @@
+"""deploy/prometheus and deploy/alertmanager checked by the real tools.
+
+``promtool check rules``, ``promtool test rules`` (rules_test.yaml),
+``amtool check-config``; the PrometheusRule's groups must equal rules.yaml's;
+and the conventions PIRA relies on: every alert has ``severity: p0..p3``,
+a summary and a description, the runbook patterns are covered, and the
+Alertmanager route sends everything to PIRA's webhook with a bearer token.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.promstack import require_binaries
+
+ROOT = Path(__file__).resolve().parents[2]
+PROM_DIR = ROOT / "deploy" / "prometheus"
+RULES = PROM_DIR / "rules.yaml"
+RULE_CR = PROM_DIR / "prometheusrule.yaml"
+RULES_TEST = PROM_DIR / "rules_test.yaml"
+AM_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yaml"
+TOOL_TIMEOUT = 120
+
+
+def run(argv: list[str], cwd: Path) -> str:
+    done = subprocess.run(
+        argv, cwd=cwd, capture_output=True, text=True, timeout=TOOL_TIMEOUT, check=False
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"{' '.join(argv)} failed ({done.returncode}):\n{output}"
+    return output
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def alerts() -> list[dict[str, Any]]:
+    return [rule for group in load(RULES)["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+# --------------------------------------------------------------------------- tools
+
+
+def test_promtool_check_rules() -> None:
+    promtool = require_binaries("promtool")["promtool"]
+    output = run([promtool, "check", "rules", str(RULES)], PROM_DIR)
+    assert "SUCCESS" in output
+
+
+def test_promtool_check_rules_of_the_prometheusrule(tmp_path: Path) -> None:
+    promtool = require_binaries("promtool")["promtool"]
+    extracted = tmp_path / "from-prometheusrule.yaml"
+    extracted.write_text(yaml.safe_dump({"groups": load(RULE_CR)["spec"]["groups"]}))
+    assert "SUCCESS" in run([promtool, "check", "rules", str(extracted)], tmp_path)
+
+
+def test_promtool_unit_tests() -> None:
+    promtool = require_binaries("promtool")["promtool"]
+    output = run([promtool, "test", "rules", RULES_TEST.name], PROM_DIR)
+    assert "SUCCESS" in output
+
+
+def test_amtool_check_config() -> None:
+    amtool = require_binaries("amtool")["amtool"]
+    output = run([amtool, "check-config", str(AM_CONFIG)], AM_CONFIG.parent)
+    assert "SUCCESS" in output
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def test_prometheusrule_groups_equal_rules_yaml() -> None:
+    cr = load(RULE_CR)
+    assert cr["apiVersion"] == "monitoring.coreos.com/v1"
+    assert cr["kind"] == "PrometheusRule"
+    assert cr["metadata"]["name"]
+    assert cr["spec"]["groups"] == load(RULES)["groups"]
+
+
+def test_every_alert_has_severity_summary_description() -> None:
+    found = alerts()
+    assert len(found) >= 9
+    for rule in found:
+        name = rule["alert"]
+        assert rule["labels"]["severity"] in {"p0", "p1", "p2", "p3"}, name
+        assert rule["annotations"]["summary"].strip(), name
+        assert rule["annotations"]["description"].strip(), name
+        # Deploy files keep real durations: no zero "for" (tests shorten copies).
+        assert rule.get("for"), f"{name} has no for:"
+        assert not re.fullmatch(r"0+[smhdwy]?", str(rule["for"])), name
+
+
+def test_runbook_scenarios_and_patterns_are_covered() -> None:
+    by_name = {rule["alert"]: rule for rule in alerts()}
+    severities = {name: rule["labels"]["severity"] for name, rule in by_name.items()}
+    assert severities["SparkAllJobsFailing"] == "p0"
+    assert severities["SparkClusterUnavailable"] == "p0"
+    assert severities["SparkJobFailureRateHigh"] == "p1"
+    assert severities["SparkJobsSeverelySlow"] == "p1"
+    assert severities["SparkJobsSlow"] == "p2"
+    patterns = {rule["labels"].get("pattern") for rule in by_name.values()} - {None}
+    # The runbook's "Common Incident Patterns" rows that metrics can detect.
+    assert patterns == {"Driver OOM", "Executor Loss", "High Load"}
+
+
+def test_rules_test_covers_every_alert() -> None:
+    tested = {
+        case["alertname"]
+        for test in load(RULES_TEST)["tests"]
+        for case in test.get("alert_rule_test", [])
+        if case.get("exp_alerts")
+    }
+    assert tested == {rule["alert"] for rule in alerts()}
+
+
+def test_alertmanager_routes_to_pira_with_bearer_token() -> None:
+    config = load(AM_CONFIG)
+    route = config["route"]
+    assert route["receiver"] == "pira"
+    assert route["group_by"] == ["alertname", "namespace"]
+    for child in route.get("routes", []):
+        assert child["receiver"] == "pira"
+    (receiver,) = [r for r in config["receivers"] if r["name"] == "pira"]
+    (hook,) = receiver["webhook_configs"]
+    assert hook["url"] == "http://pira:8080/alertmanager"
+    assert hook["send_resolved"] is True
+    auth = hook["http_config"]["authorization"]
+    assert auth["type"] == "Bearer"
+    assert auth["credentials_file"].startswith("/")
+    assert "credentials" not in auth  # the token never lives in the file
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "route:\n  receiver: nobody\nreceivers:\n  - name: pira\n",
+        "route: {receiver: pira, group_wait: soon}\nreceivers:\n  - name: pira\n",
+    ],
+)
+def test_amtool_rejects_a_broken_config(tmp_path: Path, broken: str) -> None:
+    # The check above means something only if amtool does fail on bad input.
+    amtool = require_binaries("amtool")["amtool"]
+    path = tmp_path / "bad.yaml"
+    path.write_text(broken)
+    done = subprocess.run(
+        [amtool, "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=TOOL_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode != 0
+
+
+def test_promtool_unit_tests_catch_a_wrong_threshold(tmp_path: Path) -> None:
+    # rules_test.yaml has teeth: a P1 threshold moved from 50% to 70% fails it.
+    promtool = require_binaries("promtool")["promtool"]
+    text = RULES.read_text()
+    assert "spark:job_failure_ratio:5m > 0.5" in text
+    (tmp_path / "rules.yaml").write_text(
+        text.replace("spark:job_failure_ratio:5m > 0.5", "spark:job_failure_ratio:5m > 0.7")
+    )
+    (tmp_path / RULES_TEST.name).write_text(RULES_TEST.read_text())
+    done = subprocess.run(
+        [promtool, "test", "rules", RULES_TEST.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=TOOL_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "SparkJobFailureRateHigh" in done.stdout + done.stderr
+
+
+def test_missing_binaries_skip_locally_and_fail_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no-such-tool-pira not installed"):
+        require_binaries("no-such-tool-pira")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true and no-such-tool-pira"):
+        require_binaries("no-such-tool-pira")
