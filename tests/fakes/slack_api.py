@@ -1,0 +1,1173 @@
+"""Protocol-level fake of the Slack Web API, Socket Mode and response_url endpoints.
+
+The fake is a real aiohttp server on 127.0.0.1 (free port). Point the real clients at it::
+
+    async with FakeSlack() as slack:
+        client = AsyncWebClient(token=slack.bot_token, base_url=slack.url)
+        await client.chat_postMessage(channel="C0INCIDENTS", text="hi")
+        call = await slack.wait_for("chat.postMessage", lambda c: c.params["text"] == "hi")
+
+    with FakeSlack.in_thread() as slack:  # for a bot running as a subprocess
+        ...
+        slack.wait_for_sync("chat.postMessage", timeout=5)
+
+This module also holds :class:`FakeServer`, the machinery shared with the Telegram fake
+(recording, waiting, failure injection, background-thread runner).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import math
+import re
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Self
+from urllib.parse import parse_qsl
+
+from aiohttp import BodyPartReader, WSMsgType, web
+
+JSONDict = dict[str, Any]
+Predicate = Callable[["RecordedCall"], object]  # truthy result = match
+
+
+# --------------------------------------------------------------------------------------------
+# Shared machinery
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RecordedCall:
+    """One request received by a fake.
+
+    ``params`` holds the decoded query string + form/multipart/JSON body (JSON-encoded form
+    fields such as ``blocks`` or ``reply_markup`` are decoded). ``outcome`` is one of
+    ``pending``, ``ok``, ``error`` (API-level error answer), ``failed`` (injected 5xx),
+    ``ratelimited``, ``hung``, ``late`` (processed; answer delayed), ``released``, ``aborted``.
+    ``delivered`` is True when the call took effect (processed and answered ``ok``), even if
+    the answer reached the client too late.
+    """
+
+    method: str
+    params: JSONDict
+    headers: dict[str, str]
+    token: str | None
+    http_method: str
+    path: str
+    time: float
+    body: bytes = b""
+    status: int | None = None
+    outcome: str = "pending"
+    delivered: bool = False
+    response: Any = None
+
+    @property
+    def json(self) -> JSONDict:
+        return self.params
+
+
+@dataclass
+class Fault:
+    """A programmed failure for one API method (``"*"`` matches every method)."""
+
+    kind: str  # "status" | "ratelimit" | "hang" | "late"
+    remaining: int | None = 1  # None: until cleared
+    status: int = 500
+    retry_after: int = 1
+    delay: float = 0.0
+    body: Any = None
+    event: asyncio.Event | None = None
+
+
+class ApiError(Exception):
+    """Raised by method handlers; converted to the platform's error shape."""
+
+    def __init__(self, status: int, body: JSONDict, headers: dict[str, str] | None = None) -> None:
+        super().__init__(json.dumps(body))
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class SlidingWindow:
+    """Counts events per key in a sliding window; tells how long to wait when full."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._events: dict[Any, deque[float]] = {}
+
+    def wait(self, key: Any, now: float) -> float:
+        """Seconds until one more event for ``key`` fits in the window (0: now)."""
+        q = self._events.setdefault(key, deque())
+        while q and q[0] <= now - self.window:
+            q.popleft()
+        if len(q) >= self.limit:
+            return q[len(q) - self.limit] + self.window - now
+        return 0.0
+
+    def add(self, key: Any, now: float) -> None:
+        self._events.setdefault(key, deque()).append(now)
+
+    def check(self, key: Any, now: float) -> float:
+        """Return 0 if an event may happen now (and count it), else seconds to wait."""
+        wait = self.wait(key, now)
+        if not wait:
+            self.add(key, now)
+        return wait
+
+    def reset(self) -> None:
+        self._events.clear()
+
+
+class FakeServer:
+    """Base for the fakes: aiohttp app on 127.0.0.1:0, call log, waits and failure injection."""
+
+    host = "127.0.0.1"
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._calls: list[RecordedCall] = []
+        self._faults: dict[str, list[Fault]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._closing: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self.port: int = 0
+        self.rate_limits_enabled = False
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def root_url(self) -> str:
+        if not self.port:
+            raise RuntimeError("fake server is not running")
+        return f"http://{self.host}:{self.port}"
+
+    def _build_app(self) -> web.Application:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def _on_stop(self) -> None:
+        """Subclass hook: close websockets, wake long polls."""
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._closing = asyncio.Event()
+        app = self._build_app()
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        sockets = getattr(server, "sockets", None)
+        assert sockets
+        self.port = sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._closing is not None:
+            self._closing.set()
+        with self._lock:
+            faults = [f for fl in self._faults.values() for f in fl]
+        for f in faults:
+            if f.event is not None:
+                f.event.set()
+        await self._on_stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        with self._cond:
+            self._cond.notify_all()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @contextlib.contextmanager
+    def threaded(self) -> Iterator[Self]:
+        """Run this fake on its own event loop in a background thread."""
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.start())
+            except BaseException as exc:
+                errors.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(self.stop())
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name=type(self).__name__, daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fake server did not start within 10 s")
+        if errors:
+            raise errors[0]
+        try:
+            yield self
+        finally:
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(10)
+            self._thread = None
+
+    @classmethod
+    @contextlib.contextmanager
+    def in_thread(cls, *args: Any, **kwargs: Any) -> Iterator[Self]:
+        """``with FakeX.in_thread(**ctor_kwargs) as fake:`` — construct and run in a thread."""
+        with cls(*args, **kwargs).threaded() as fake:
+            yield fake
+
+    def _call_soon(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` on the server loop (thread-safe; works from the loop thread too)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(fn)
+
+    # ---- recording -----------------------------------------------------------------------
+
+    def _record(self, call: RecordedCall) -> RecordedCall:
+        with self._cond:
+            self._calls.append(call)
+            self._cond.notify_all()
+        return call
+
+    def _touch(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def calls(
+        self, method: str | None = None, *, delivered: bool | None = None
+    ) -> list[RecordedCall]:
+        """Snapshot of recorded calls, optionally filtered by method and delivery."""
+        with self._lock:
+            out = list(self._calls)
+        if method is not None:
+            out = [c for c in out if c.method == method]
+        if delivered is not None:
+            out = [c for c in out if c.delivered == delivered]
+        return out
+
+    def clear_calls(self) -> None:
+        with self._lock:
+            self._calls.clear()
+
+    def _find(
+        self, method: str | None, predicate: Predicate | None, delivered: bool | None, start: int
+    ) -> RecordedCall | None:
+        for c in self.calls(method, delivered=delivered)[start:]:
+            if predicate is None or predicate(c):
+                return c
+        return None
+
+    def _timeout_error(self, method: str | None, timeout: float) -> TimeoutError:
+        seen = [f"{c.method}:{c.outcome}" for c in self.calls()][-20:]
+        return TimeoutError(f"no matching {method or 'call'} within {timeout}s; last calls: {seen}")
+
+    async def wait_for(
+        self,
+        method: str | None = None,
+        predicate: Predicate | None = None,
+        timeout: float = 5.0,
+        *,
+        delivered: bool | None = None,
+        skip: int = 0,
+    ) -> RecordedCall:
+        """Wait (async) for a recorded call matching method/predicate; ``skip`` ignores the
+        first N calls of that method (e.g. ``skip=len(fake.calls(m))`` waits for a new one)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self._find(method, predicate, delivered, skip)
+            if found is not None:
+                return found
+            if time.monotonic() >= deadline:
+                raise self._timeout_error(method, timeout)
+            await asyncio.sleep(0.01)
+
+    def wait_for_sync(
+        self,
+        method: str | None = None,
+        predicate: Predicate | None = None,
+        timeout: float = 5.0,
+        *,
+        delivered: bool | None = None,
+        skip: int = 0,
+    ) -> RecordedCall:
+        """Blocking variant of :meth:`wait_for` (use with :meth:`in_thread`)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = self._find(method, predicate, delivered, skip)
+                if found is not None:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._timeout_error(method, timeout)
+                self._cond.wait(min(left, 0.1))
+
+    # ---- failure injection ---------------------------------------------------------------
+
+    def _add_fault(self, method: str, fault: Fault) -> Fault:
+        with self._lock:
+            self._faults.setdefault(method, []).append(fault)
+        return fault
+
+    def fail(
+        self, method: str, *, status: int = 500, times: int | None = 1, body: Any = None
+    ) -> None:
+        """Answer the next ``times`` calls of ``method`` with HTTP ``status`` (not processed)."""
+        self._add_fault(method, Fault("status", times, status=status, body=body))
+
+    def rate_limit(self, method: str, *, retry_after: int = 1, times: int | None = 1) -> None:
+        """Answer the next ``times`` calls with the platform's 429 shape (not processed)."""
+        self._add_fault(method, Fault("ratelimit", times, retry_after=retry_after))
+
+    def hang(self, method: str, *, times: int | None = 1) -> None:
+        """Never answer the next ``times`` calls until :meth:`release` (not processed before)."""
+        self._add_fault(method, Fault("hang", times))
+
+    def respond_late(self, method: str, delay: float, *, times: int | None = 1) -> None:
+        """Process the call (it takes effect, ``delivered=True``) but answer after ``delay`` s —
+        simulates a response lost after the client gave up."""
+        self._add_fault(method, Fault("late", times, delay=delay))
+
+    def release(self, method: str | None = None, *, process: bool = True) -> None:
+        """Release hung calls (of ``method`` or all). With ``process`` they are then handled
+        normally; otherwise they are answered 502 without effect. Also removes hang faults."""
+        with self._lock:
+            for m, faults in list(self._faults.items()):
+                if method is not None and m != method:
+                    continue
+                for f in faults:
+                    if f.kind == "hang":
+                        f.body = "process" if process else "drop"
+                        f.remaining = 0
+                        if f.event is not None:
+                            self._call_soon(f.event.set)
+
+    def clear_faults(self) -> None:
+        self.release(process=False)
+        with self._lock:
+            self._faults.clear()
+
+    def _take_fault(self, method: str) -> Fault | None:
+        with self._lock:
+            for key in (method, "*"):
+                for f in self._faults.get(key, []):
+                    if f.remaining is None or f.remaining > 0:
+                        if f.remaining is not None:
+                            f.remaining -= 1
+                        if f.kind == "hang" and f.event is None:
+                            f.event = asyncio.Event()
+                        return f
+        return None
+
+    def enable_rate_limits(self, enabled: bool = True) -> None:
+        """Switch the platform's documented rate limits on/off (429 with the right wait)."""
+        self.rate_limits_enabled = enabled
+        self._reset_rate_limits()
+
+    def _reset_rate_limits(self) -> None:
+        """Subclass hook."""
+
+    # ---- request pipeline ----------------------------------------------------------------
+
+    def _error_reply(self, kind: str, fault: Fault) -> _Reply:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _rate_limit_wait(self, method: str, params: JSONDict) -> float:
+        return 0.0
+
+    async def _sleep_or_close(self, delay: float) -> None:
+        assert self._closing is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), delay)
+
+    async def _pipeline(
+        self, call: RecordedCall, process: Callable[[], Awaitable[_Reply]]
+    ) -> _Reply:
+        fault = self._take_fault(call.method)
+        late_delay = 0.0
+        if fault is not None:
+            if fault.kind in ("status", "ratelimit"):
+                reply = self._error_reply(fault.kind, fault)
+                call.outcome = "failed" if fault.kind == "status" else "ratelimited"
+                return self._finish(call, reply)
+            if fault.kind == "hang":
+                call.outcome = "hung"
+                self._touch()
+                assert fault.event is not None and self._closing is not None
+                closing = asyncio.ensure_future(self._closing.wait())
+                released = asyncio.ensure_future(fault.event.wait())
+                try:
+                    await asyncio.wait({closing, released}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    closing.cancel()
+                    released.cancel()
+                if self._closing.is_set() or fault.body != "process":
+                    call.outcome = "aborted"
+                    return self._finish(
+                        call, self._error_reply("status", Fault("status", status=502))
+                    )
+                call.outcome = "released"
+            if fault.kind == "late":
+                late_delay = fault.delay
+        wait = self._rate_limit_wait(call.method, call.params) if self.rate_limits_enabled else 0.0
+        if wait > 0:
+            call.outcome = "ratelimited"
+            reply = self._error_reply("ratelimit", Fault("ratelimit", retry_after=math.ceil(wait)))
+            return self._finish(call, reply)
+        reply = await process()
+        ok = 200 <= reply.status < 300 and (
+            not isinstance(reply.body, dict) or reply.body.get("ok", True) is not False
+        )
+        call.delivered = ok
+        if call.outcome == "pending":
+            call.outcome = "ok" if ok else "error"
+        if late_delay:
+            call.outcome = "late"
+            call.response = reply.body
+            self._touch()
+            await self._sleep_or_close(late_delay)
+        return self._finish(call, reply)
+
+    def _finish(self, call: RecordedCall, reply: _Reply) -> _Reply:
+        call.status = reply.status
+        call.response = reply.body
+        self._touch()
+        return reply
+
+
+def json_response(reply: _Reply) -> web.Response:
+    if isinstance(reply.body, str):
+        return web.Response(status=reply.status, text=reply.body, headers=reply.headers)
+    return web.Response(
+        status=reply.status,
+        text=json.dumps(reply.body),
+        content_type="application/json",
+        charset="utf-8",
+        headers=reply.headers,
+    )
+
+
+async def read_params(request: web.Request, json_fields: Callable[[str, str], Any]) -> JSONDict:
+    """Decode query + body (JSON, urlencoded or multipart). ``json_fields(name, value)`` decodes
+    form string values (e.g. JSON-encoded ``blocks``)."""
+    params: JSONDict = {k: json_fields(k, v) for k, v in request.query.items()}
+    ctype = request.content_type
+    if not request.can_read_body:
+        return params
+    if ctype == "application/json":
+        raw = await request.read()
+        if raw.strip():
+            data = json.loads(raw)
+            if isinstance(data, dict):
+                params.update(data)
+    elif ctype == "multipart/form-data":
+        reader = await request.multipart()
+        async for part in reader:
+            if not isinstance(part, BodyPartReader) or part.name is None:
+                continue
+            if part.filename:
+                params[part.name] = {"filename": part.filename, "size": len(await part.read())}
+            else:
+                params[part.name] = json_fields(part.name, await part.text())
+    else:
+        raw = await request.read()
+        for k, v in parse_qsl(raw.decode("utf-8"), keep_blank_values=True):
+            params[k] = json_fields(k, v)
+    return params
+
+
+# --------------------------------------------------------------------------------------------
+# Slack
+# --------------------------------------------------------------------------------------------
+
+_SLACK_JSON_FIELDS = {"blocks", "attachments", "metadata", "view", "user_ids", "replace_original"}
+
+
+def _slack_field(name: str, value: str) -> Any:
+    if name in _SLACK_JSON_FIELDS and value[:1] in "[{tf":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+class SlackError(ApiError):
+    def __init__(self, error: str, **extra: Any) -> None:
+        super().__init__(200, {"ok": False, "error": error, **extra})
+
+
+@dataclass
+class SlackChannel:
+    id: str
+    name: str
+    is_private: bool = False
+    is_im: bool = False
+    bot_is_member: bool = True
+    members: set[str] = field(default_factory=set)
+    created: int = field(default_factory=lambda: int(time.time()))
+    topic: str = ""
+
+    def to_api(self) -> JSONDict:
+        if self.is_im:
+            user = next(iter(self.members), "")
+            return {"id": self.id, "is_im": True, "user": user, "created": self.created}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "name_normalized": self.name,
+            "is_channel": not self.is_private,
+            "is_group": self.is_private,
+            "is_im": False,
+            "is_mpim": False,
+            "is_private": self.is_private,
+            "is_archived": False,
+            "is_general": False,
+            "is_shared": False,
+            "is_ext_shared": False,
+            "is_org_shared": False,
+            "is_member": self.bot_is_member,
+            "created": self.created,
+            "creator": FakeSlack.BOT_USER_ID,
+            "unlinked": 0,
+            "topic": {"value": self.topic, "creator": "", "last_set": 0},
+            "purpose": {"value": "", "creator": "", "last_set": 0},
+            "previous_names": [],
+            "num_members": len(self.members),
+        }
+
+
+@dataclass
+class SocketAck:
+    envelope_id: str | None
+    payload: Any
+    raw: JSONDict
+    time: float
+
+
+class FakeSlack(FakeServer):
+    """Fake Slack: Web API under ``/api/``, Socket Mode at ``/link/``, response URLs at
+    ``/response/...``.
+
+    ``url`` is the Web API base URL for ``AsyncWebClient(base_url=...)`` (ends with ``/api/``).
+    """
+
+    TEAM_ID = "T0PIRA001"
+    TEAM_DOMAIN = "pira-test"
+    APP_ID = "A0PIRA001"
+    BOT_USER_ID = "U0PIRABOT"
+    BOT_ID = "B0PIRABOT"
+
+    SCOPES_NEEDED = {
+        "conversations.create": "channels:manage",
+        "conversations.invite": "channels:manage",
+        "conversations.join": "channels:join",
+        "conversations.history": "channels:history",
+        "chat.postMessage": "chat:write",
+        "users.info": "users:read",
+    }
+
+    def __init__(
+        self,
+        *,
+        bot_token: str = "xoxb-pira-test-token",
+        app_token: str = "xapp-1-A0PIRA001-pira-test",
+        extra_tokens: tuple[str, ...] = (),
+        rate_limits: bool = False,
+        with_default_fixtures: bool = True,
+    ) -> None:
+        super().__init__()
+        self.bot_token = bot_token
+        self.app_token = app_token
+        self._tokens = {bot_token, *extra_tokens}
+        self.rate_limits_enabled = rate_limits
+        self.missing_scopes: set[str] = set()  # method names answering missing_scope
+        self.channels: dict[str, SlackChannel] = {}
+        self.users: dict[str, JSONDict] = {}
+        self.history: dict[str, list[JSONDict]] = {}
+        self.ephemeral: list[JSONDict] = []
+        self.response_posts: list[RecordedCall] = []
+        self.socket_acks: list[SocketAck] = []
+        self.socket_messages: list[JSONDict] = []  # every text frame the client sent
+        self.socket_connections = 0  # total successful websocket handshakes
+        self._sockets: list[web.WebSocketResponse] = []
+        self._pending_envelopes: list[JSONDict] = []
+        self._ts_counter = itertools.count(1)
+        self._id_counter = itertools.count(1)
+        self._channel_window = SlidingWindow(1, 1.0)
+        self._last_ts = 0.0
+        if with_default_fixtures:
+            self.add_channel("incidents", "C0INCIDENTS")
+            self.add_channel("general", "C0GENERAL")
+            self.add_user("U0ALICE", "alice", "Alice Example")
+            self.add_user("U0BOB", "bob", "Bob Example")
+            self.add_user(self.BOT_USER_ID, "pira", "PIRA", is_bot=True)
+
+    @property
+    def url(self) -> str:
+        return f"{self.root_url}/api/"
+
+    # ---- declarations --------------------------------------------------------------------
+
+    def add_channel(
+        self,
+        name: str,
+        channel_id: str | None = None,
+        *,
+        is_private: bool = False,
+        bot_is_member: bool = True,
+        members: tuple[str, ...] = (),
+    ) -> SlackChannel:
+        cid = channel_id or f"C{next(self._id_counter):08d}"
+        ch = SlackChannel(cid, name, is_private, False, bot_is_member, set(members))
+        if bot_is_member:
+            ch.members.add(self.BOT_USER_ID)
+        with self._lock:
+            self.channels[cid] = ch
+            self.history.setdefault(cid, [])
+        return ch
+
+    def add_user(
+        self,
+        user_id: str,
+        name: str,
+        real_name: str = "",
+        *,
+        is_bot: bool = False,
+        tz: str = "Europe/Berlin",
+        email: str | None = None,
+        deleted: bool = False,
+    ) -> JSONDict:
+        user = {
+            "id": user_id,
+            "team_id": self.TEAM_ID,
+            "name": name,
+            "deleted": deleted,
+            "real_name": real_name or name,
+            "tz": tz,
+            "tz_label": "Central European Time",
+            "tz_offset": 3600,
+            "is_admin": False,
+            "is_owner": False,
+            "is_bot": is_bot,
+            "is_app_user": False,
+            "updated": int(time.time()),
+            "profile": {
+                "real_name": real_name or name,
+                "display_name": name,
+                "email": email or f"{name}@example.invalid",
+                "team": self.TEAM_ID,
+            },
+        }
+        with self._lock:
+            self.users[user_id] = user
+        return user
+
+    def messages(self, channel: str) -> list[JSONDict]:
+        """Every message the fake holds for a channel (oldest first, threads included)."""
+        with self._lock:
+            cid = self._resolve_channel_id(channel)
+            return [dict(m) for m in self.history.get(cid or channel, [])]
+
+    def response_url(self, kind: str = "commands") -> str:
+        """A fresh per-request response URL served (and recorded) by this fake."""
+        return f"{self.root_url}/response/{kind}/{self.TEAM_ID}/{next(self._id_counter)}/" + (
+            secrets.token_hex(8)
+        )
+
+    # ---- socket mode ---------------------------------------------------------------------
+
+    def push_envelope(
+        self,
+        type: str,
+        payload: JSONDict,
+        *,
+        envelope_id: str | None = None,
+        accepts_response_payload: bool | None = None,
+    ) -> str:
+        """Send a Socket Mode envelope (``slash_commands``, ``interactive``, ``events_api``) to
+        the connected client (queued until one connects). Thread-safe; returns envelope_id."""
+        eid = envelope_id or f"{secrets.token_hex(4)}-{secrets.token_hex(2)}-{secrets.token_hex(6)}"
+        env: JSONDict = {"envelope_id": eid, "payload": payload, "type": type}
+        if accepts_response_payload is None:
+            accepts_response_payload = type in ("slash_commands", "interactive")
+        env["accepts_response_payload"] = accepts_response_payload
+        if type == "events_api":
+            env["retry_attempt"] = 0
+            env["retry_reason"] = ""
+        with self._lock:
+            self._pending_envelopes.append(env)
+        self._call_soon(lambda: asyncio.ensure_future(self._flush_envelopes()))
+        return eid
+
+    def push_disconnect(self, reason: str = "refresh_requested") -> None:
+        """Send ``{"type": "disconnect"}`` like Slack does before rotating a connection."""
+        msg = {"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-fake"}}
+        self._call_soon(lambda: asyncio.ensure_future(self._broadcast(msg)))
+
+    async def _broadcast(self, msg: JSONDict) -> None:
+        for ws in list(self._sockets):
+            if not ws.closed:
+                await ws.send_str(json.dumps(msg))
+
+    async def _flush_envelopes(self) -> None:
+        live = [ws for ws in self._sockets if not ws.closed]
+        if not live:
+            return
+        with self._lock:
+            pending, self._pending_envelopes = self._pending_envelopes, []
+        for env in pending:
+            await live[-1].send_str(json.dumps(env))
+
+    def _find_ack(self, envelope_id: str) -> SocketAck | None:
+        with self._lock:
+            return next((a for a in self.socket_acks if a.envelope_id == envelope_id), None)
+
+    async def wait_for_ack(self, envelope_id: str, timeout: float = 5.0) -> SocketAck:
+        deadline = time.monotonic() + timeout
+        while (ack := self._find_ack(envelope_id)) is None:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no ack for envelope {envelope_id} within {timeout}s")
+            await asyncio.sleep(0.01)
+        return ack
+
+    def wait_for_ack_sync(self, envelope_id: str, timeout: float = 5.0) -> SocketAck:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while (ack := self._find_ack(envelope_id)) is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no ack for envelope {envelope_id} within {timeout}s")
+                self._cond.wait(min(left, 0.1))
+        return ack
+
+    async def wait_for_socket(self, timeout: float = 5.0, count: int = 1) -> None:
+        """Wait until ``count`` Socket Mode handshakes (hello sent) happened."""
+        deadline = time.monotonic() + timeout
+        while self.socket_connections < count:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no Socket Mode connection within {timeout}s")
+            await asyncio.sleep(0.01)
+
+    def wait_for_socket_sync(self, timeout: float = 5.0, count: int = 1) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.socket_connections < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no Socket Mode connection within {timeout}s")
+                self._cond.wait(min(left, 0.1))
+
+    async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
+        if request.query.get("ticket") is None:
+            return web.Response(status=401, text="missing ticket")
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        hello = {
+            "type": "hello",
+            "num_connections": len([s for s in self._sockets if not s.closed]),
+            "debug_info": {
+                "host": "applink-fake",
+                "build_number": 1,
+                "approximate_connection_time": 18060,
+            },
+            "connection_info": {"app_id": self.APP_ID},
+        }
+        await ws.send_str(json.dumps(hello))
+        with self._cond:
+            self.socket_connections += 1
+            self._cond.notify_all()
+        await self._flush_envelopes()
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    data = json.loads(msg.data)
+                except ValueError:
+                    continue
+                with self._cond:
+                    self.socket_messages.append(data)
+                    if isinstance(data, dict) and "envelope_id" in data:
+                        self.socket_acks.append(
+                            SocketAck(
+                                data.get("envelope_id"), data.get("payload"), data, time.time()
+                            )
+                        )
+                    self._cond.notify_all()
+        finally:
+            if ws in self._sockets:
+                self._sockets.remove(ws)
+        return ws
+
+    async def _on_stop(self) -> None:
+        for ws in list(self._sockets):
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    # ---- HTTP ----------------------------------------------------------------------------
+
+    def _build_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api_handler)
+        app.router.add_get("/link/", self._ws_handler)
+        app.router.add_post("/response/{tail:.*}", self._response_url_handler)
+        return app
+
+    def _error_reply(self, kind: str, fault: Fault) -> _Reply:
+        if kind == "ratelimit":
+            return _Reply(
+                429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(fault.retry_after)}
+            )
+        body = fault.body if fault.body is not None else {"ok": False, "error": "fatal_error"}
+        return _Reply(fault.status, body)
+
+    def _reset_rate_limits(self) -> None:
+        self._channel_window.reset()
+
+    def _rate_limit_wait(self, method: str, params: JSONDict) -> float:
+        if method != "chat.postMessage":
+            return 0.0
+        key = self._resolve_channel_id(str(params.get("channel", ""))) or params.get("channel")
+        with self._lock:
+            return self._channel_window.check(key, time.monotonic())
+
+    async def _api_handler(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await read_params(request, _slack_field)
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else params.get("token")
+        call = self._record(
+            RecordedCall(
+                method=method,
+                params=params,
+                headers=dict(request.headers),
+                token=token,
+                http_method=request.method,
+                path=request.path,
+                time=time.time(),
+            )
+        )
+
+        async def process() -> _Reply:
+            try:
+                result = self._dispatch(method, params, token)
+            except ApiError as err:
+                return _Reply(err.status, err.body, err.headers)
+            return _Reply(200, {"ok": True, **result})
+
+        reply = await self._pipeline(call, process)
+        return json_response(reply)
+
+    async def _response_url_handler(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw) if raw else {}
+        except ValueError:
+            body = dict(parse_qsl(raw.decode("utf-8")))
+        call = RecordedCall(
+            method="response_url",
+            params=body if isinstance(body, dict) else {"body": body},
+            headers=dict(request.headers),
+            token=None,
+            http_method=request.method,
+            path=request.path,
+            time=time.time(),
+            body=raw,
+        )
+        with self._lock:
+            self.response_posts.append(call)
+        self._record(call)
+
+        async def process() -> _Reply:
+            return _Reply(200, {"ok": True})
+
+        return json_response(await self._pipeline(call, process))
+
+    # ---- API methods ---------------------------------------------------------------------
+
+    def _dispatch(self, method: str, p: JSONDict, token: str | None) -> JSONDict:
+        if not token:
+            raise SlackError("not_authed")
+        if method == "apps.connections.open":
+            if token != self.app_token:
+                raise SlackError(
+                    "not_allowed_token_type" if token in self._tokens else "invalid_auth"
+                )
+        elif token not in self._tokens:
+            raise SlackError("invalid_auth")
+        if method in self.missing_scopes:
+            raise SlackError(
+                "missing_scope",
+                needed=self.SCOPES_NEEDED.get(method, "unknown"),
+                provided="chat:write,commands,users:read",
+            )
+        handler = self._methods().get(method)
+        if handler is None:
+            raise SlackError("unknown_method", req_method=method)
+        with self._lock:
+            return handler(p)
+
+    def _methods(self) -> dict[str, Callable[[JSONDict], JSONDict]]:
+        return {
+            "api.test": lambda p: {"args": p},
+            "auth.test": self._auth_test,
+            "apps.connections.open": self._connections_open,
+            "chat.postMessage": self._post_message,
+            "chat.update": self._update,
+            "chat.postEphemeral": self._post_ephemeral,
+            "conversations.create": self._conv_create,
+            "conversations.invite": self._conv_invite,
+            "conversations.join": self._conv_join,
+            "conversations.info": self._conv_info,
+            "conversations.history": self._conv_history,
+            "conversations.replies": self._conv_replies,
+            "users.info": self._users_info,
+        }
+
+    def _auth_test(self, p: JSONDict) -> JSONDict:
+        return {
+            "url": f"https://{self.TEAM_DOMAIN}.slack.com/",
+            "team": "PIRA Test",
+            "user": "pira",
+            "team_id": self.TEAM_ID,
+            "user_id": self.BOT_USER_ID,
+            "bot_id": self.BOT_ID,
+            "is_enterprise_install": False,
+        }
+
+    def _connections_open(self, p: JSONDict) -> JSONDict:
+        ws_url = self.root_url.replace("http://", "ws://")
+        return {"url": f"{ws_url}/link/?ticket={secrets.token_hex(8)}&app_id={self.APP_ID}"}
+
+    def _resolve_channel_id(self, channel: str) -> str | None:
+        if channel in self.channels:
+            return channel
+        name = channel.lstrip("#")
+        for ch in self.channels.values():
+            if ch.name == name and not ch.is_im:
+                return ch.id
+        return None
+
+    def _channel(self, p: JSONDict, *, for_post: bool = False) -> SlackChannel:
+        raw = str(p.get("channel") or "")
+        if not raw:
+            raise SlackError("channel_not_found")
+        cid = self._resolve_channel_id(raw)
+        if cid is None and for_post and raw in self.users:
+            # posting to a user ID opens (or reuses) the DM with that user
+            dm = next((c for c in self.channels.values() if c.is_im and raw in c.members), None)
+            if dm is None:
+                dm = SlackChannel(f"D{next(self._id_counter):08d}", raw, is_im=True)
+                dm.members = {raw}
+                self.channels[dm.id] = dm
+                self.history[dm.id] = []
+            return dm
+        if cid is None:
+            raise SlackError("channel_not_found")
+        return self.channels[cid]
+
+    def _next_ts(self) -> str:
+        now = max(time.time(), self._last_ts + 0.000001)
+        self._last_ts = now
+        return f"{now:.6f}"
+
+    def _find_message(self, cid: str, ts: str) -> JSONDict | None:
+        return next((m for m in self.history.get(cid, []) if m["ts"] == ts), None)
+
+    def _post_message(self, p: JSONDict) -> JSONDict:
+        ch = self._channel(p, for_post=True)
+        if not ch.is_im and not ch.bot_is_member:
+            raise SlackError("not_in_channel")
+        text = p.get("text")
+        blocks = p.get("blocks")
+        attachments = p.get("attachments")
+        if not text and not blocks and not attachments:
+            raise SlackError("no_text")
+        if isinstance(text, str) and len(text) > 40000:
+            raise SlackError("msg_too_long")
+        if blocks is not None and not isinstance(blocks, list):
+            raise SlackError("invalid_blocks_format")
+        thread_ts = p.get("thread_ts")
+        if thread_ts:
+            parent = self._find_message(ch.id, str(thread_ts))
+            if parent is None:
+                raise SlackError("thread_not_found")
+            thread_ts = parent.get("thread_ts", parent["ts"])
+            parent["thread_ts"] = thread_ts
+            parent["reply_count"] = parent.get("reply_count", 0) + 1
+        ts = self._next_ts()
+        msg: JSONDict = {
+            "type": "message",
+            "user": self.BOT_USER_ID,
+            "bot_id": self.BOT_ID,
+            "app_id": self.APP_ID,
+            "text": text or "",
+            "ts": ts,
+            "team": self.TEAM_ID,
+        }
+        if blocks is not None:
+            msg["blocks"] = blocks
+        if attachments is not None:
+            msg["attachments"] = attachments
+        if thread_ts:
+            msg["thread_ts"] = thread_ts
+            msg["parent_user_id"] = self.BOT_USER_ID
+        if p.get("metadata"):
+            msg["metadata"] = p["metadata"]
+        self.history.setdefault(ch.id, []).append(msg)
+        return {"channel": ch.id, "ts": ts, "message": dict(msg)}
+
+    def _update(self, p: JSONDict) -> JSONDict:
+        ch = self._channel(p)
+        msg = self._find_message(ch.id, str(p.get("ts", "")))
+        if msg is None:
+            raise SlackError("message_not_found")
+        if "text" not in p and "blocks" not in p and "attachments" not in p:
+            raise SlackError("no_text")
+        for key in ("text", "blocks", "attachments", "metadata"):
+            if key in p:
+                msg[key] = p[key]
+        msg["edited"] = {"user": self.BOT_USER_ID, "ts": self._next_ts()}
+        return {
+            "channel": ch.id,
+            "ts": msg["ts"],
+            "text": msg.get("text", ""),
+            "message": dict(msg),
+        }
+
+    def _post_ephemeral(self, p: JSONDict) -> JSONDict:
+        ch = self._channel(p)
+        user = p.get("user")
+        if user not in self.users:
+            raise SlackError("user_not_found")
+        if not p.get("text") and not p.get("blocks"):
+            raise SlackError("no_text")
+        ts = self._next_ts()
+        self.ephemeral.append({"channel": ch.id, "user": user, "ts": ts, **p})
+        return {"message_ts": ts}
+
+    _NAME_RE = re.compile(r"^[a-z0-9_\-]{1,80}$")
+
+    def _conv_create(self, p: JSONDict) -> JSONDict:
+        name = str(p.get("name") or "")
+        if not name:
+            raise SlackError("invalid_name_required")
+        if len(name) > 80:
+            raise SlackError("invalid_name_maxlength")
+        if not self._NAME_RE.match(name):
+            raise SlackError("invalid_name_specials")
+        if any(c.name == name for c in self.channels.values()):
+            raise SlackError("name_taken")
+        is_private = str(p.get("is_private", "false")).lower() in ("true", "1")
+        ch = self.add_channel(name, is_private=is_private)
+        return {"channel": ch.to_api()}
+
+    def _conv_invite(self, p: JSONDict) -> JSONDict:
+        ch = self._channel(p)
+        raw = p.get("users") or ""
+        users = raw if isinstance(raw, list) else [u.strip() for u in str(raw).split(",") if u]
+        if not users:
+            raise SlackError("no_user")
+        if not ch.bot_is_member:
+            raise SlackError("not_in_channel")
+        for u in users:
+            if u not in self.users:
+                raise SlackError("user_not_found")
+        if all(u in ch.members for u in users):
+            raise SlackError("already_in_channel")
+        ch.members.update(users)
+        return {"channel": ch.to_api()}
+
+    def _conv_join(self, p: JSONDict) -> JSONDict:
+        ch = self._channel(p)
+        if ch.is_private and not ch.bot_is_member:
+            raise SlackError("method_not_supported_for_channel_type")
+        already = ch.bot_is_member
+        ch.bot_is_member = True
+        ch.members.add(self.BOT_USER_ID)
+        out: JSONDict = {"channel": ch.to_api()}
+        if already:
+            out["warning"] = "already_in_channel"
+            out["response_metadata"] = {"warnings": ["already_in_channel"]}
+        return out
+
+    def _conv_info(self, p: JSONDict) -> JSONDict:
+        return {"channel": self._channel(p).to_api()}
+
+    def _page(self, msgs: list[JSONDict], p: JSONDict) -> JSONDict:
+        limit = int(p.get("limit") or 100)
+        start = int(p.get("cursor") or 0)
+        page = msgs[start : start + limit]
+        more = start + limit < len(msgs)
+        return {
+            "messages": [dict(m) for m in page],
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
+
+    def _conv_history(self, p: JSONDict) -> JSONDict:
+        ch = self._channel(p)
+        if not ch.bot_is_member and not ch.is_im:
+            raise SlackError("not_in_channel")
+        inclusive = str(p.get("inclusive", "")).lower() in ("true", "1")
+        oldest = float(p.get("oldest") or 0)
+        latest = float(p["latest"]) if p.get("latest") else math.inf
+        msgs = []
+        for m in reversed(self.history.get(ch.id, [])):
+            if m.get("thread_ts") and m["thread_ts"] != m["ts"]:
+                continue  # replies live in conversations.replies
+            t = float(m["ts"])
+            if (oldest < t < latest) or (inclusive and t in (oldest, latest)):
+                msgs.append(m)
+        return {**self._page(msgs, p), "pin_count": 0}
+
+    def _conv_replies(self, p: JSONDict) -> JSONDict:
+        ch = self._channel(p)
+        ts = str(p.get("ts") or "")
+        parent = self._find_message(ch.id, ts)
+        if parent is None:
+            raise SlackError("thread_not_found")
+        root = parent.get("thread_ts", parent["ts"])
+        msgs = [m for m in self.history[ch.id] if m["ts"] == root or m.get("thread_ts") == root]
+        return self._page(msgs, p)
+
+    def _users_info(self, p: JSONDict) -> JSONDict:
+        user = self.users.get(str(p.get("user") or ""))
+        if user is None:
+            raise SlackError("user_not_found")
+        return {"user": dict(user)}
