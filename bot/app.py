@@ -6,10 +6,12 @@ import asyncio
 import logging
 from typing import Any
 
+from bot.alerts import AlertIngest
 from bot.clock import Clock, SystemClock
+from bot.diagnostics import Diagnostics
 from bot.incidents import Incidents
 from bot.messages import Reply
-from bot.outbox import Adapter, OutboxWorker
+from bot.outbox import Adapter, ChatAdapter, OutboxWorker
 from bot.people import Directory
 from bot.render import Renderer
 from bot.router import Command, Router
@@ -21,9 +23,15 @@ log = logging.getLogger("pira.app")
 
 
 def all_commands() -> list[Command[Any]]:
-    from handlers import incident, meta, oncall
+    from handlers import actions, diagnose, incident, meta, oncall
 
-    return [*incident.commands.items, *oncall.commands.items, *meta.commands.items]
+    return [
+        *incident.commands.items,
+        *oncall.commands.items,
+        *diagnose.commands.items,
+        *actions.commands.items,
+        *meta.commands.items,
+    ]
 
 
 class App:
@@ -55,11 +63,26 @@ class App:
             timers=self.timers,
             notify=self.outbox.notify,
         )
+        self.diagnostics = Diagnostics(self)
+        self.alerts = AlertIngest(self)
         self.router = Router(self, all_commands())
         self._tasks: list[asyncio.Task[None]] = []
 
     def add_adapter(self, adapter: Adapter) -> None:
         self.adapters[adapter.name] = adapter
+
+    def chat_adapters(self) -> list[ChatAdapter]:
+        """The chat platforms whose credentials are set in the environment."""
+        found: list[ChatAdapter] = []
+        if self.env.slack_bot_token:
+            from bot.adapters.slack import SlackAdapter
+
+            found.append(SlackAdapter(self))
+        if self.env.telegram_token:
+            from bot.adapters.telegram import TelegramAdapter
+
+            found.append(TelegramAdapter(self))
+        return found
 
     def verify_escalation(self) -> Reply:
         return self.timers.oncall.verify()
@@ -78,10 +101,16 @@ class App:
         from bot.web import WebServer
 
         server = WebServer(self, CollectorRegistry())
+        self.alerts.register(server)
+        chats = [a for a in self.adapters.values() if isinstance(a, ChatAdapter)]
+        for chat in chats:
+            await chat.start(server)
         await server.start(self.env.http_host, self.env.http_port)
         try:
             await stop.wait()
         finally:
+            for chat in chats:
+                await chat.stop()
             await server.stop()
 
     async def stop(self) -> None:

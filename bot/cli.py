@@ -112,10 +112,14 @@ async def _serve(config: Config, env: Env, *, console: bool, as_user: str | None
         known = ", ".join(sorted(config.people)) or "none configured"
         print(f"pira: --as {as_user}: not a configured person (people: {known})", file=sys.stderr)
         return 2
+    # Adapters before start: posts of timers that came due while the bot was down
+    # are stored for every platform that is there.
     adapter = ConsoleAdapter()
     if console:
-        # Before start: posts of timers that came due while the bot was down go here too.
         app.add_adapter(adapter)
+    else:
+        for chat in app.chat_adapters():
+            app.add_adapter(chat)
     try:
         await app.start()
     except Exception as exc:

@@ -256,6 +256,7 @@ class Incidents:
                 now,
             )
             self.timers.on_acknowledged(s, incident, now)
+            self._refresh_announcement(s, incident, "ack")
         self._notify()
         return Outcome(incident, f"#{number} {text}.")
 
@@ -315,6 +316,7 @@ class Incidents:
             ev = self._event(s, incident, by, source, "severity", f"{old} → {severity}", now)
             self._posted_update(s, incident, text, ev, now)
             self.timers.on_severity_changed(s, incident, now)
+            self._refresh_announcement(s, incident, "severity")
         self._notify()
         return Outcome(incident, f"#{number} is now {severity}; timers re-planned.")
 
@@ -401,6 +403,7 @@ class Incidents:
                 now,
             )
             self.timers.on_resolved(s, incident, now)
+            self._refresh_announcement(s, incident, "resolved")
         self._notify()
         return Outcome(
             incident,
@@ -496,8 +499,10 @@ class Incidents:
         data: dict[str, Any],
         key: str,
         buttons: Sequence[Button] = (),
+        edit_of: str | None = None,
     ) -> list[str]:
-        """Enqueue a post in the caller's transaction; returns the platforms it goes to."""
+        """Enqueue a post in the caller's transaction; returns the platforms it goes to.
+        ``edit_of``: the key of an earlier post this one replaces in place."""
         return enqueue(
             session,
             adapters=self._adapters(),
@@ -508,6 +513,7 @@ class Incidents:
             now=self.clock.now(),
             buttons=buttons,
             incident_id=incident.id if incident is not None else None,
+            edit_of=edit_of,
         )
 
     def _post(
@@ -522,6 +528,27 @@ class Incidents:
         now: datetime,
     ) -> None:
         self.post(s, incident, destination, template, data, f"inc{incident.number}:{key}", buttons)
+
+    def _refresh_announcement(self, s: Session, incident: Incident, reason: str) -> None:
+        """Edit the Initial Announcement in place on platforms that can (buttons follow
+        state: an acknowledged incident no longer offers Acknowledge)."""
+        now = self.clock.now()
+        data = self.post_data(incident, now)
+        buttons: tuple[Button, ...] = ()
+        if incident.is_open and incident.acknowledged_at is None:
+            buttons = (Button("Acknowledge", f"/ack #{incident.number}", "primary"),)
+        data["acknowledged_by"] = incident.acknowledged_by
+        stamp = int(now.timestamp() * 1000)
+        self.post(
+            s,
+            incident,
+            Destination.incidents(),
+            "announce",
+            data,
+            f"inc{incident.number}:announce-edit:{reason}:{stamp}",
+            buttons,
+            edit_of=f"inc{incident.number}:announce",
+        )
 
     def _posted_update(
         self, s: Session, incident: Incident, text: str, ev: TimelineEvent, now: datetime

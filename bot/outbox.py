@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -25,6 +25,9 @@ from bot.messages import Button, Destination
 from bot.render import Renderer
 from bot.store import Store
 from bot.store.models import OutboxMessage
+
+if TYPE_CHECKING:
+    from bot.web import WebServer
 
 log = logging.getLogger("pira.outbox")
 
@@ -42,6 +45,10 @@ class Outbound:
     incident: int | None
     template: str
     data: dict[str, Any]
+    # An edit of an earlier post (its key without the platform suffix) and that
+    # post's platform reference (what ``deliver`` returned for it).
+    edit_of: str | None = None
+    original_ref: dict[str, Any] | None = None
 
 
 class DeliveryError(Exception):
@@ -54,6 +61,7 @@ class DeliveryError(Exception):
         self.permanent = permanent
 
 
+@runtime_checkable
 class Adapter(Protocol):
     name: str
 
@@ -64,6 +72,16 @@ class Adapter(Protocol):
     async def deliver(self, message: Outbound) -> dict[str, Any] | None:
         """Send; return the platform's reference to the message (for later edits)."""
         ...
+
+
+@runtime_checkable
+class ChatAdapter(Adapter, Protocol):
+    """A chat platform: delivers posts and, once started, receives commands (webhook
+    routes on the bot's HTTP server, long polling or a socket of its own)."""
+
+    async def start(self, web: WebServer) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 def enqueue(
@@ -77,6 +95,7 @@ def enqueue(
     now: datetime,
     buttons: Sequence[Button] = (),
     incident_id: int | None = None,
+    edit_of: str | None = None,
 ) -> list[str]:
     """Store one post for every adapter that reaches the destination.
 
@@ -102,6 +121,7 @@ def enqueue(
                     "template": template,
                     "data": data,
                     "buttons": [b.to_json() for b in buttons],
+                    "edit_of": edit_of,
                 },
                 status="pending",
                 attempts=0,
@@ -133,6 +153,7 @@ class OutboxWorker:
         self.clock = clock
         self.batch = batch
         self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
 
     def notify(self) -> None:
         """Something was enqueued: deliver now instead of at the next poll."""
@@ -150,34 +171,55 @@ class OutboxWorker:
             self._wake.clear()
 
     async def deliver_due(self) -> int:
-        """One pass over due rows; returns how many were delivered."""
-        now = self.clock.now()
-        with self.store.read() as session:
-            rows = session.scalars(
-                select(OutboxMessage)
-                .where(OutboxMessage.status == "pending")
-                .where(OutboxMessage.platform.in_(list(self.adapters)))
-                .order_by(OutboxMessage.id)
-                .limit(self.batch)
-            ).all()
-        blocked: set[tuple[str, str]] = set()
+        """One pass over due rows; returns how many were delivered.
+
+        Each lane (platform, destination) is delivered in order, one post after the
+        other; lanes run concurrently, so a slow or rate-limited room (or platform)
+        does not hold back the others. Passes never overlap.
+        """
+        async with self._lock:
+            now = self.clock.now()
+            with self.store.read() as session:
+                rows = session.scalars(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.status == "pending")
+                    .where(OutboxMessage.platform.in_(list(self.adapters)))
+                    .order_by(OutboxMessage.id)
+                    .limit(self.batch)
+                ).all()
+            lanes: dict[tuple[str, str], list[OutboxMessage]] = {}
+            for row in rows:
+                lanes.setdefault((row.platform, row.destination), []).append(row)
+            counts = await asyncio.gather(
+                *(self._deliver_lane(lane, now) for lane in lanes.values())
+            )
+            return sum(counts)
+
+    async def _deliver_lane(self, rows: list[OutboxMessage], now: datetime) -> int:
         delivered = 0
         for row in rows:
-            lane = (row.platform, row.destination)
-            if lane in blocked:
-                continue
-            if row.next_attempt_at > now:
-                blocked.add(lane)  # keep the order of posts in one room
-                continue
-            if await self._deliver(row):
-                delivered += 1
-            else:
-                blocked.add(lane)
+            if row.next_attempt_at > now or not await self._deliver(row):
+                break  # keep the order of posts in one room
+            delivered += 1
         return delivered
 
     async def _deliver(self, row: OutboxMessage) -> bool:
         adapter = self.adapters[row.platform]
         body = row.body
+        original_ref = None
+        if body.get("edit_of"):
+            with self.store.read() as session:
+                original = session.scalar(
+                    select(OutboxMessage).where(
+                        OutboxMessage.key == f"{body['edit_of']}@{row.platform}"
+                    )
+                )
+            if original is None or original.status == "failed":
+                self._done(row, None, "the message to edit was never delivered")
+                return True
+            if original.status != "sent":
+                return False  # edit after the original is out
+            original_ref = original.remote_ref
         try:
             text = self.renderer.render(row.platform, body["template"], body["data"])
             message = Outbound(
@@ -188,6 +230,8 @@ class OutboxWorker:
                 incident=row.incident_id,
                 template=body["template"],
                 data=body["data"],
+                edit_of=body.get("edit_of"),
+                original_ref=original_ref,
             )
             ref = await adapter.deliver(message)
         except DeliveryError as exc:
@@ -197,6 +241,10 @@ class OutboxWorker:
             log.exception("outbox delivery crashed", extra={"key": row.key})
             self._failed(row, f"{type(exc).__name__}: {exc}", None, False)
             return False
+        self._done(row, ref, None)
+        return True
+
+    def _done(self, row: OutboxMessage, ref: dict[str, Any] | None, note: str | None) -> None:
         with self.store.transaction() as session:
             fresh = session.get(OutboxMessage, row.id)
             if fresh is not None:
@@ -204,8 +252,7 @@ class OutboxWorker:
                 fresh.sent_at = self.clock.now()
                 fresh.attempts += 1
                 fresh.remote_ref = ref
-                fresh.error = None
-        return True
+                fresh.error = note
 
     def _failed(self, row: OutboxMessage, reason: str, retry_after: float | None, permanent: bool):
         with self.store.transaction() as session:

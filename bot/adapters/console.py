@@ -28,6 +28,8 @@ class ConsoleAdapter:
         self.out.flush()
 
     async def deliver(self, message: Outbound) -> dict[str, Any] | None:
+        if message.edit_of is not None:
+            return None  # a terminal cannot edit what it printed; the room has the news
         self.write(message.destination.label(), message.text)
         return None
 

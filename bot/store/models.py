@@ -170,3 +170,21 @@ class Override(Base):
     starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ends_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     created_by: Mapped[str] = mapped_column(String(100))
+
+
+class Room(Base):
+    """Incident N's own place on a platform: a Slack channel or thread, a Telegram
+    forum topic or reply chain."""
+
+    __tablename__ = "rooms"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(20))
+    incident_number: Mapped[int] = mapped_column(Integer)
+    chat_id: Mapped[str] = mapped_column(String(100))
+    thread_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ux_rooms_platform_incident", "platform", "incident_number", unique=True),
+    )
