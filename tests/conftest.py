@@ -1,0 +1,52 @@
+"""Shared fixtures: a fresh database per test (SQLite, or a PostgreSQL schema when
+PIRA_TEST_DATABASE_URL is set) and an App factory."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from bot.app import App
+from bot.clock import Clock
+from bot.settings import Config, Env
+
+PG_URL = os.environ.get("PIRA_TEST_DATABASE_URL", "").strip()
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> Iterator[str]:
+    """A database no other test uses."""
+    if not PG_URL:
+        yield f"sqlite:///{tmp_path / 'pira.db'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+def env_for(db_url: str, **extra: str) -> Env:
+    return Env.from_environ({"PIRA_DATABASE_URL": db_url, **extra})
+
+
+@pytest.fixture
+def make_app(db_url: str) -> Callable[..., App]:
+    """``make_app(config=Config(...), clock=FakeClock(), env={...})`` → an App (not started)."""
+
+    def build(
+        config: Config | None = None, clock: Clock | None = None, env: dict[str, Any] | None = None
+    ) -> App:
+        return App(config=config or Config(), env=env_for(db_url, **(env or {})), clock=clock)
+
+    return build
