@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,10 +27,9 @@ def rotation_calendar(config: Config, *, start: datetime, span: timedelta) -> Ca
     cal.add("prodid", "-//PIRA//on-call rotation//EN")
     cal.add("version", "2.0")
     cal.add("x-wr-calname", "PIRA on-call")
-    shift = plan.at(start)
-    end = start + span
+    count = max(1, math.ceil(span / plan.every))
     stamp = datetime.now(UTC)
-    while shift.starts < end:
+    for shift in plan.shifts(start, count):
         event = Event()
         event.add("uid", f"pira-oncall-{shift.index}@pira")
         event.add("dtstamp", stamp)
@@ -42,7 +42,6 @@ def rotation_calendar(config: Config, *, start: datetime, span: timedelta) -> Ca
         event.add("summary", summary)
         event.add("description", f"primary={shift.primary}; secondary={shift.secondary or ''}")
         cal.add_component(event)
-        shift = plan.shift(shift.index + 1)
     return cal
 
 

@@ -21,23 +21,14 @@ from zoneinfo import ZoneInfo
 import jinja2
 from markupsafe import Markup
 
+from bot.domain.incident import clean
+
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 if not TEMPLATES.is_dir():  # installed as a package: templates shipped beside bot/
     TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
 _ITALIC = re.compile(r"(?<![*\w])\*(?!\s)([^*\n]+?)\*(?![*\w])")
-_CONTROL = re.compile(
-    r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
-)
-
-# Hard limits of one message per platform (the outbox splits longer posts).
-LIMITS = {"console": 100_000, "slack": 3_000, "telegram": 4_096}
-
-
-def clean(text: str) -> str:
-    """User text without control or direction-override characters (newlines kept)."""
-    return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
 def _escape_console(text: str) -> str:

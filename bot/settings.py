@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from bot.domain.durations import format_duration, parse_duration
+from bot.integrations.prometheus import RunbookQueries
 
 SEVERITIES = ("P0", "P1", "P2", "P3")
 Severity = Literal["P0", "P1", "P2", "P3"]
@@ -259,6 +260,44 @@ class Cluster(Strict):
     connect: Connect = Connect()
     backups_dir: str = "backups"
     timeout: Duration = timedelta(seconds=4)
+    # PromQL of the runbook's checks (bot/integrations/prometheus.py RunbookQueries);
+    # $namespace is the cluster's namespace unless queries.namespace is set.
+    queries: RunbookQueries = RunbookQueries()
+
+
+class Alertmanager(Strict):
+    """``POST /alertmanager``: who may post, how labels map to severities, when an
+    alert group that resolves also resolves its incident."""
+
+    # Only read when PIRA_ALERTMANAGER_TOKEN is unset: true accepts posts without a
+    # token (a trusted network only); false (default) refuses every post.
+    allow_unauthenticated: bool = False
+    severity_label: str = "severity"
+    # Label values → severity, on top of the built-in ones (critical → P0, warning → P2…).
+    severity_map: dict[str, Severity] = Field(default_factory=dict)
+    default_severity: Severity = "P2"
+    # Severities whose incident is resolved automatically once all its alerts resolve.
+    auto_resolve: tuple[Severity, ...] = ()
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+
+    @field_validator("severity_map", mode="before")
+    @classmethod
+    def _map(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k).strip().lower(): _severity_key(s) for k, s in v.items()}
+        return v
+
+    @field_validator("default_severity", mode="before")
+    @classmethod
+    def _default(cls, v: Any) -> Any:
+        return _severity_key(v)
+
+    @field_validator("auto_resolve", mode="before")
+    @classmethod
+    def _auto(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple):
+            return tuple(_severity_key(s) for s in v)
+        return v
 
 
 class Config(Strict):
@@ -274,6 +313,7 @@ class Config(Strict):
     channels: Channels = Channels()
     bridge_url: str | None = None
     cluster: Cluster = Cluster()
+    alertmanager: Alertmanager = Alertmanager()
 
     @field_validator("timezone")
     @classmethod
@@ -398,6 +438,9 @@ class Env:
     telegram_webhook_secret: str | None
     alertmanager_token: str | None
     prometheus_url: str | None
+    # The Kubernetes API: KUBECONFIG, else the in-cluster service account when in a pod.
+    kubeconfig: str | None = None
+    in_cluster: bool = False
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Env:
@@ -425,6 +468,8 @@ class Env:
             telegram_webhook_secret=get("PIRA_TELEGRAM_WEBHOOK_SECRET"),
             alertmanager_token=get("PIRA_ALERTMANAGER_TOKEN"),
             prometheus_url=get("PIRA_PROMETHEUS_URL"),
+            kubeconfig=get("KUBECONFIG"),
+            in_cluster=bool(get("KUBERNETES_SERVICE_HOST")),
         )
 
     @property

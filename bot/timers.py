@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -127,7 +128,9 @@ class Timers:
         every = self.app.config.policy(incident.severity).update_every
         grace = min(self.app.config.oncall.overdue_grace, every)
         due = max(base + every, now)
-        stamp = int(now.timestamp() * 1000)
+        # A fresh key per arming: re-arming twice in one instant must not collide; a
+        # cycle still fires once, because firing marks the row itself.
+        stamp = uuid.uuid4().hex[:16]
         s.add(
             Timer(
                 key=f"inc{incident.id}:reminder:{stamp}",

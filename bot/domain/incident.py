@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
 from bot.domain.durations import humanize
@@ -15,6 +16,16 @@ STATUS_LABELS = {
 }
 MAX_TITLE = 200
 MAX_TEXT = 2000
+
+
+_CONTROL = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def clean(text: str) -> str:
+    """User text without control or direction-override characters (newlines kept)."""
+    return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
 class InvalidInput(ValueError):
@@ -36,7 +47,7 @@ def parse_status(text: str) -> str:
 
 
 def check_text(text: str, what: str, limit: int = MAX_TEXT) -> str:
-    text = text.strip()
+    text = clean(text).strip()
     if not text:
         raise InvalidInput(f"{what} is empty")
     if len(text) > limit:

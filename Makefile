@@ -1,0 +1,30 @@
+# The two set-up commands of the README: `make run` and `make test`.
+# Each creates the virtual environment and installs what it needs on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: run test lint install
+
+$(BIN)/pira: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(BIN)/pira
+
+install: $(BIN)/pira
+
+run: $(BIN)/pira
+	$(BIN)/pira run
+
+# Prometheus and Alertmanager (Debian packages) are installed when possible; without
+# them (no root, no apt) their tests are skipped locally and fail in CI.
+test: $(BIN)/pira
+	-@bash .ci/install-prometheus.sh >/dev/null 2>&1 || echo "note: prometheus/alertmanager not installed; their tests will be skipped"
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(BIN)/pira
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
