@@ -119,4 +119,5 @@ class App:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self.diagnostics.close()
         self.store.dispose()

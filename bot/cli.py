@@ -1,4 +1,4 @@
-"""``pira run | console | config check | oncall export``."""
+"""``pira run | console | config check | oncall export | slack manifest``."""
 
 from __future__ import annotations
 
@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     export = oncall_sub.add_parser("export", help="write the rotation as iCalendar")
     export.add_argument("--weeks", type=int, default=12)
     export.add_argument("--out", default="rotation.ics")
+    slack = sub.add_parser("slack", help="Slack app")
+    slack_sub = slack.add_subparsers(dest="slack_command", required=True)
+    slack_manifest = slack_sub.add_parser("manifest", help="print the Slack app manifest")
+    slack_manifest.add_argument(
+        "--url", required=True, help="the bot's public base URL, e.g. https://pira.example.com"
+    )
     return parser
 
 
@@ -68,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         return config_check(config)
     if args.command == "oncall":
         return oncall_export(config, weeks=args.weeks, out=Path(args.out))
+    if args.command == "slack":
+        return slack_manifest(args.url)
     try:
         if args.command == "console":
             return asyncio.run(_serve(config, env, console=True, as_user=args.as_user))
@@ -85,6 +93,17 @@ def config_check(config: Config) -> int:
     renderer = Renderer(tz=config.tz, mention=Directory(config).mention)
     print("Configuration is valid.\n")
     print(renderer.render("console", "escalation", tables(config)))
+    return 0
+
+
+def slack_manifest(url: str) -> int:
+    from bot.adapters.slack_manifest import manifest_yaml
+
+    try:
+        print(manifest_yaml(url), end="")
+    except ValueError as exc:
+        print(f"pira: --url: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -112,8 +112,9 @@ class Incidents:
                 )
             )
 
-    def pick(self, number: int | None, room_incident: int | None) -> int:
-        """The incident a command means: ``#N``, else the room's, else the only open one."""
+    def pick(self, number: int | None, room_incident: int | None, *, reading: bool = False) -> int:
+        """The incident a command means: ``#N``, else the room's, else the only open one;
+        for ``reading`` (e.g. /timeline) with none open, the most recent one."""
         if number is not None:
             return number
         if room_incident is not None:
@@ -122,6 +123,12 @@ class Incidents:
         if len(numbers) == 1:
             return numbers[0]
         if not numbers:
+            if reading:
+                with self.store.read() as session:
+                    latest = session.scalar(select(func.max(Incident.number)))
+                if latest is not None:
+                    return latest
+                raise InvalidInput("there are no incidents yet")
             raise InvalidInput("no incident is open")
         shown = ", ".join(f"#{n}" for n in numbers[:10])
         raise InvalidInput(f"{len(numbers)} incidents are open ({shown}): say which with #N")
@@ -488,6 +495,7 @@ class Incidents:
             "current_status": details.get("current_status", "Investigating"),
             "initial_actions": details.get("initial_actions"),
             "links": details.get("links", []),
+            "alert_labels": details.get("labels", {}),
         }
 
     def post(

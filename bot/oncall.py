@@ -105,10 +105,13 @@ class OnCall:
         reason: str,
         key: str,
         late: str | None = None,
+        once: bool = False,
     ) -> str | None:
         """Page ``target`` (role or person) for the incident in the caller's transaction.
 
         Returns the person paged, or None when nobody could be reached (said in the room).
+        ``once``: skip a person this incident already paged (the ack chain reaching
+        someone an escalation trigger paged already), saying so in the room.
         """
         app = self.app
         person = self.who(target)
@@ -129,8 +132,22 @@ class OnCall:
                 f"{key}:unreachable",
             )
             return None
-        data = app.incidents.post_data(incident, app.clock.now())
         role = "" if target == person else f" ({target})"
+        paged: dict[str, str] = dict((incident.details or {}).get("paged", {}))
+        if once and person in paged:
+            app.incidents.post(
+                s,
+                incident,
+                room,
+                "text",
+                {
+                    "text": f"@{person}{role} was already paged for "
+                    f"#{incident.number}; not paging again.{suffix}"
+                },
+                f"{key}:already",
+            )
+            return person
+        data = app.incidents.post_data(incident, app.clock.now())
         data.update(reason=reason, late=late, person=person)
         ack = (Button("Acknowledge", f"/ack #{incident.number}", "primary"),)
         platforms = app.incidents.post(
@@ -157,6 +174,8 @@ class OnCall:
             {"person": person, "role": role, "reason": reason, "late": late},
             f"{key}:room",
         )
+        paged[person] = app.clock.now().isoformat()
+        incident.details = {**(incident.details or {}), "paged": paged}
         return person
 
     # ---- reports -----------------------------------------------------------

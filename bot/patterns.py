@@ -214,7 +214,7 @@ def suggest(facts: Facts, matches: list[Match]) -> Suggestion:
     elif slow is not None and slow >= 2:
         found.append(("P2", f"moderate performance degradation: jobs {slow:.1f}x slower"))
     for m in matches:
-        found.append(("P2", f"{m.pattern.name}: {m.evidence[0]}"))
+        found.append(("P2", f"runbook pattern {m.pattern.name} matched (evidence above)"))
     pending = [p.name for p in facts.pods or [] if p.phase == "Pending"]
     if pending:
         found.append(("P3", f"{len(pending)} pod(s) Pending ({_names(pending)})"))

@@ -130,8 +130,8 @@ class Context:
     def room_incident(self) -> int | None:
         return self.message.room.incident
 
-    def incident(self, number: int | None) -> int:
-        return self.app.incidents.pick(number, self.room_incident)
+    def incident(self, number: int | None, *, reading: bool = False) -> int:
+        return self.app.incidents.pick(number, self.room_incident, reading=reading)
 
 
 @dataclass(frozen=True)

@@ -310,6 +310,7 @@ class Timers:
                 reason=reason,
                 key=key,
                 late=late,
+                once=timer.step > 0,
             )
         elif timer.kind == "escalate":
             after = next((t.after for t in policy.escalate if t.to == timer.target), None)
@@ -322,6 +323,7 @@ class Timers:
                 reason=reason,
                 key=key,
                 late=late,
+                once=True,
             )
         elif timer.kind == "reminder":
             who = incident.commander or self.oncall.who("primary") or incident.reporter

@@ -281,7 +281,7 @@ async def resolve(ctx: Context, args: ResolveArgs) -> Reply:
     parse=parse_ref,
 )
 async def timeline(ctx: Context, args: Ref) -> Reply:
-    number = ctx.incident(args.number)
+    number = ctx.incident(args.number, reading=True)
     incident = ctx.app.incidents.get(number)
     now = ctx.app.clock.now()
     return Reply(

@@ -1,0 +1,619 @@
+"""Slack: slash commands and button clicks in through slack-bolt's AsyncApp (HTTP on
+``/slack/events`` or Socket Mode), Block Kit posts out for the outbox worker.
+
+Commands are acknowledged at once and run after the ack (Slack's 3 s deadline),
+the reply goes back to the person only (``response_url``). Posts carry their
+outbox key in the message metadata, so a post whose answer never came back is
+looked up in the channel before it is sent again: delivered once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from bot.adapters import slack_format as fmt
+from bot.messages import Destination, Message, Reply, Room
+from bot.outbox import DeliveryError, Outbound
+from bot.store.models import Incident, OutboxMessage
+from bot.store.models import Room as RoomRow
+
+if TYPE_CHECKING:
+    from bot.app import App
+    from bot.web import WebServer
+
+log = logging.getLogger("pira.slack")
+
+SLACK_API = "https://slack.com/api/"
+# Slack allows about one message a second per channel; waits longer than MAX_WAIT
+# go back to the outbox (retry_after) instead of holding the lane.
+PER_CHANNEL_INTERVAL = 1.0
+MAX_WAIT = 5.0
+# Errors that a retry cannot fix: the row is marked failed instead of retried forever.
+PERMANENT = frozenset(
+    {
+        "msg_too_long",
+        "no_text",
+        "invalid_blocks",
+        "invalid_blocks_format",
+        "invalid_arguments",
+        "invalid_metadata_format",
+        "message_not_found",
+        "cant_update_message",
+        "edit_window_closed",
+        "is_archived",
+        "user_not_found",
+        "cannot_dm_bot",
+    }
+)
+NO_ROOM_SCOPE = "the bot may not create channels"
+
+
+class _Pacer:
+    """One channel's send slot: posts go one at a time, ``interval`` apart."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.next_at = 0.0
+
+
+def _error(exc: SlackApiError) -> str:
+    data = exc.response.data if exc.response is not None else None
+    return str(data.get("error", "")) if isinstance(data, dict) else ""
+
+
+def _header(exc: SlackApiError, name: str) -> str | None:
+    headers = exc.response.headers if exc.response is not None else {}
+    for key, value in (headers or {}).items():
+        if key.lower() == name.lower():
+            return str(value[0] if isinstance(value, list) else value)
+    return None
+
+
+class SlackAdapter:
+    name = "slack"
+
+    def __init__(self, app: App, *, timeout: float = 10.0) -> None:
+        self.app = app
+        env = app.env
+        self.token = env.slack_bot_token or ""
+        self.base_url = (env.slack_api_url or SLACK_API).rstrip("/") + "/"
+        # No built-in retries: a retried post could arrive twice; the outbox retries.
+        self.client = AsyncWebClient(
+            token=self.token, base_url=self.base_url, timeout=int(timeout), retry_handlers=[]
+        )
+        self.client.timeout = timeout  # type: ignore[assignment]  # sub-second in tests
+        self.interval = PER_CHANNEL_INTERVAL
+        self.incidents_channel = app.config.channels.incidents.slack
+        self.bot_user_id: str | None = None
+        self.bot_id: str | None = None
+        self.team_id: str | None = None
+        self.bolt: AsyncApp | None = None
+        self._socket: Any = None
+        self._pacers: dict[str, _Pacer] = {}
+        self._uncertain: dict[str, float] = {}  # outbox key → when its fate became unknown
+        self._dm_channels: dict[str, str] = {}  # user id → DM channel id
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---- lifecycle -------------------------------------------------------
+
+    async def start(self, web: WebServer) -> None:
+        await self._identify()
+        env = self.app.env
+        secret = env.slack_signing_secret
+        socket = bool(env.slack_app_token)
+        bolt = AsyncApp(
+            client=AsyncWebClient(base_url=self.base_url, timeout=10),
+            authorize=self._authorize,
+            signing_secret=secret or "unset",
+            request_verification_enabled=not socket,
+            process_before_response=False,
+            logger=logging.getLogger("pira.slack.bolt"),
+        )
+        names = sorted({*self.app.router.commands, "confirm", "cancel", "pira"})
+        for name in names:
+            bolt.command(f"/{name}")(self._on_command)
+        bolt.action(re.compile(r"^pira:"))(self._on_action)
+        bolt.event("app_mention")(self._on_mention)
+        self.bolt = bolt
+        if socket:
+            from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+
+            self._socket = AsyncSocketModeHandler(bolt, env.slack_app_token)
+            await self._socket.connect_async()
+            log.info("slack connected by socket mode", extra={"commands": len(names)})
+        else:
+            if not secret:
+                log.error("PIRA_SLACK_SIGNING_SECRET is not set: every Slack request is refused")
+            web.route("POST", "/slack/events", self._http)
+            log.info("slack listening on /slack/events", extra={"commands": len(names)})
+
+    async def stop(self) -> None:
+        if self._socket is not None:
+            with contextlib.suppress(Exception):
+                await self._socket.close_async()
+            self._socket = None
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)
+        for task in self._tasks:
+            task.cancel()
+
+    async def _identify(self) -> None:
+        """Who the bot is (auth.test), once, before requests come in; a Slack that does not
+        answer now does not stop the bot: the ids are only needed for room recovery."""
+        try:
+            found = await self.client.auth_test()
+        except Exception as exc:
+            log.warning("slack auth.test failed", extra={"error": type(exc).__name__})
+            return
+        self.bot_user_id = found.get("user_id")
+        self.bot_id = found.get("bot_id")
+        self.team_id = found.get("team_id")
+
+    async def _authorize(
+        self, enterprise_id: str | None, team_id: str | None, user_id: str | None
+    ) -> AuthorizeResult:
+        # Single workspace, token from the environment: no auth.test before each ack.
+        return AuthorizeResult(
+            enterprise_id=enterprise_id,
+            team_id=team_id or self.team_id,
+            bot_token=self.token,
+            bot_user_id=self.bot_user_id,
+            bot_id=self.bot_id,
+            user_id=user_id,
+        )
+
+    async def _http(self, request: web.Request) -> web.StreamResponse:
+        if not self.app.env.slack_signing_secret or self.bolt is None:
+            return web.Response(status=401, text="")
+        response = await self.bolt.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(response)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- inbound ---------------------------------------------------------
+
+    async def _on_command(
+        self, ack: Callable[[], Awaitable[Any]], command: dict[str, Any], respond: Any
+    ) -> None:
+        await ack()  # first: Slack's 3 s deadline
+        name = str(command.get("command", "")).lower()
+        text = fmt.command_text(str(command.get("text", ""))).strip()
+        if name == "/pira":  # catch-all: /pira ack #3 (for names another app took)
+            text = "/" + (text.lstrip("/") or "help")
+        else:
+            text = f"{name} {text}".strip()
+        message = Message(
+            platform="slack",
+            user_id=str(command.get("user_id", "")),
+            text=text,
+            room=self._room(str(command.get("channel_id", "")), None),
+            user_name=str(command.get("user_name", "")),
+        )
+        self._spawn(self._answer(message, respond, replace=False))
+
+    async def _on_action(
+        self, ack: Callable[[], Awaitable[Any]], body: dict[str, Any], respond: Any
+    ) -> None:
+        await ack()
+        action = (body.get("actions") or [{}])[0]
+        user = body.get("user") or {}
+        container = body.get("container") or {}
+        channel = (body.get("channel") or {}).get("id") or container.get("channel_id", "")
+        thread = container.get("thread_ts")
+        clicked = {"channel": channel, "ts": container.get("message_ts"), "thread_ts": thread}
+        message = Message(
+            platform="slack",
+            user_id=str(user.get("id", "")),
+            text=str(action.get("value", "")),
+            room=self._room(str(channel), thread),
+            user_name=str(user.get("username") or user.get("name") or ""),
+            clicked=clicked,
+        )
+        ephemeral = bool(container.get("is_ephemeral"))
+        label = str((action.get("text") or {}).get("text", ""))
+        self._spawn(
+            self._answer(
+                message,
+                respond,
+                replace=ephemeral,  # a Confirm/Cancel prompt is replaced by its outcome
+                mark=None if ephemeral else (body.get("message") or {}, label),
+            )
+        )
+
+    async def _on_mention(self, event: dict[str, Any], client: AsyncWebClient) -> None:
+        """``@pira /ack`` in a thread: slash commands cannot be typed in threads."""
+        text = re.sub(r"^\s*<@[A-Z0-9]+>\s*", "", str(event.get("text", "")))
+        text = fmt.command_text(text).strip()
+        channel, user = str(event.get("channel", "")), str(event.get("user", ""))
+        thread = event.get("thread_ts")
+        if not text.startswith("/"):
+            text = "/help"
+        message = Message("slack", user, text, self._room(channel, thread))
+        reply = await self._run(message)
+        with contextlib.suppress(Exception):
+            await self.client.chat_postEphemeral(
+                channel=channel, user=user, thread_ts=thread, **self._reply_body(reply)
+            )
+
+    def _room(self, channel: str, thread: str | None) -> Room:
+        with self.app.store.read() as s:
+            query = select(RoomRow.incident_number).where(
+                RoomRow.platform == "slack", RoomRow.chat_id == channel
+            )
+            query = query.where(
+                RoomRow.thread_id == thread if thread else RoomRow.thread_id.is_(None)
+            )
+            incident = s.scalar(query.limit(1))
+        return Room(platform="slack", chat_id=channel, thread_id=thread, incident=incident)
+
+    async def _run(self, message: Message) -> Reply:
+        try:
+            actor = self.app.directory.actor("slack", message.user_id, message.user_name)
+            return await self.app.router.handle(message, actor)
+        except Exception:
+            log.exception("slack command failed", extra={"command": message.text[:40]})
+            return Reply.error("PIRA could not handle that; nothing was done. See the bot's log.")
+
+    def _reply_body(self, reply: Reply) -> dict[str, Any]:
+        text = self.app.renderer.render("slack", reply.template, reply.data)
+        return {"text": fmt.truncate(text), "blocks": fmt.blocks(text, reply.buttons)}
+
+    async def _answer(
+        self,
+        message: Message,
+        respond: Any,
+        *,
+        replace: bool,
+        mark: tuple[dict[str, Any], str] | None = None,
+    ) -> None:
+        reply = await self._run(message)
+        body = self._reply_body(reply)
+        try:
+            await respond(response_type="ephemeral", replace_original=replace, **body)
+        except Exception as exc:
+            log.warning("slack reply failed", extra={"error": type(exc).__name__})
+            with contextlib.suppress(Exception):
+                await self.client.chat_postEphemeral(
+                    channel=message.room.chat_id, user=message.user_id, **body
+                )
+        if mark is not None and reply.ok:
+            await self._mark_clicked(message, *mark)
+
+    async def _mark_clicked(self, message: Message, original: dict[str, Any], label: str) -> None:
+        """Take the buttons off a clicked page or ticket and say who clicked. The
+        announcement is left alone: the incident service edits it (outbox edits)."""
+        clicked = message.clicked or {}
+        if not clicked.get("ts") or self._is_announcement(message.text, clicked):
+            return
+        kept = [b for b in original.get("blocks") or [] if b.get("type") != "actions"]
+        who = f"<@{message.user_id}>" if message.user_id else "someone"
+        done = fmt._unescape(label).replace("&", "&amp;").replace("<", "&lt;")
+        kept.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"✓ {done} — {who}"}]}
+        )
+        try:
+            await self.client.chat_update(
+                channel=clicked["channel"],
+                ts=clicked["ts"],
+                text=str(original.get("text") or label),
+                blocks=kept,
+            )
+        except Exception as exc:
+            log.warning("slack: clicked message not updated", extra={"error": str(exc)[:120]})
+
+    def _is_announcement(self, command: str, clicked: dict[str, Any]) -> bool:
+        m = re.search(r"#(\d+)", command)
+        if m is None:
+            return False
+        with self.app.store.read() as s:
+            ref = s.scalar(
+                select(OutboxMessage.remote_ref).where(
+                    OutboxMessage.key == f"inc{m.group(1)}:announce@slack"
+                )
+            )
+        return isinstance(ref, dict) and ref.get("ts") == clicked.get("ts")
+
+    # ---- outbound --------------------------------------------------------
+
+    def reaches(self, destination: Destination) -> bool:
+        if destination.kind in ("incidents", "incident"):
+            return bool(self.incidents_channel)
+        if destination.kind == "dm":
+            return self.app.directory.platform_id(destination.arg, "slack") is not None
+        return False
+
+    async def deliver(self, message: Outbound) -> dict[str, Any] | None:
+        if message.edit_of is not None:
+            return await self._edit(message)
+        channel, thread = await self._target(message)
+        parts = fmt.split_message(message.text)
+        done: dict[int, str] = {}
+        if message.key in self._uncertain:
+            done = await self._find_posted(message.key, channel, thread)
+        refs: list[str] = []
+        posted_in = self._dm_channels.get(channel, channel)
+        for i, part in enumerate(parts):
+            if i in done:
+                refs.append(done[i])
+                continue
+            buttons = message.buttons if i == len(parts) - 1 else ()
+            async with self._paced(channel):
+                try:
+                    found = await self.client.chat_postMessage(
+                        channel=channel,
+                        thread_ts=thread,
+                        text=part,
+                        blocks=fmt.blocks(part, buttons),
+                        metadata=fmt.post_metadata(message.key, i),
+                        unfurl_links=False,
+                        unfurl_media=False,
+                    )
+                except SlackApiError as exc:
+                    if _error(exc) == "not_in_channel" and channel.startswith("C"):
+                        await self._join(channel)
+                        raise DeliveryError("joined the channel", retry_after=1) from exc
+                    raise self._failure(exc, channel, message.key) from exc
+                except Exception as exc:
+                    raise self._failure(exc, channel, message.key) from exc
+            posted_in = str(found.get("channel") or channel)
+            if channel != posted_in:
+                self._dm_channels[channel] = posted_in
+            refs.append(str(found["ts"]))
+        self._uncertain.pop(message.key, None)
+        return {"channel": posted_in, "ts": refs[0], "thread_ts": thread, "parts": refs}
+
+    async def _join(self, channel: str) -> None:
+        try:
+            await self.client.conversations_join(channel=channel)
+            log.info("slack: joined a channel to post there", extra={"channel": channel})
+        except Exception as exc:
+            raise self._failure(exc, channel, None) from exc
+
+    async def _edit(self, message: Outbound) -> dict[str, Any] | None:
+        ref = message.original_ref
+        if not ref or not ref.get("ts"):
+            return None  # the original left no reference: nothing to edit in place
+        text = fmt.truncate(message.text)
+        async with self._paced(ref["channel"]):
+            try:
+                await self.client.chat_update(
+                    channel=ref["channel"],
+                    ts=ref["ts"],
+                    text=text,
+                    blocks=fmt.blocks(text, message.buttons),
+                )
+            except Exception as exc:
+                raise self._failure(exc, ref["channel"], None) from exc
+        return dict(ref)
+
+    @contextlib.asynccontextmanager
+    async def _paced(self, channel: str) -> AsyncIterator[None]:
+        pacer = self._pacers.setdefault(channel, _Pacer())
+        async with pacer.lock:
+            wait = pacer.next_at - time.monotonic()
+            if wait > MAX_WAIT:
+                raise DeliveryError("slack channel rate limit", retry_after=wait)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                yield
+            finally:
+                # Counted from the answer: the request arrived before it.
+                pacer.next_at = max(pacer.next_at, time.monotonic() + self.interval)
+
+    def _failure(self, exc: Exception, channel: str, key: str | None) -> DeliveryError:
+        if isinstance(exc, DeliveryError):
+            return exc
+        if isinstance(exc, SlackApiError):
+            status = exc.response.status_code if exc.response is not None else 0
+            error = _error(exc)
+            if status == 429 or error == "ratelimited":
+                try:
+                    retry = float(_header(exc, "Retry-After") or 1)
+                except ValueError:
+                    retry = 1.0
+                pacer = self._pacers.setdefault(channel, _Pacer())
+                pacer.next_at = max(pacer.next_at, time.monotonic() + retry)
+                return DeliveryError("slack rate limit (429)", retry_after=retry)
+            if status < 500:
+                return DeliveryError(f"slack refused: {error}", permanent=error in PERMANENT)
+            reason = f"slack answered {status}"
+        else:
+            reason = f"slack unreachable: {type(exc).__name__}"
+        # 5xx, timeout, lost connection: the post may have arrived; look before resending.
+        if key is not None:
+            self._uncertain.setdefault(key, time.time())
+        return DeliveryError(reason)
+
+    async def _find_posted(self, key: str, channel: str, thread: str | None) -> dict[int, str]:
+        """Parts of ``key`` already in the channel (or thread), by the metadata key."""
+        since = self._uncertain[key] - 120
+        cid = self._dm_channels.get(channel, channel)
+        if cid.startswith("U"):
+            return {}  # a DM never opened: no history to look in (and nothing arrived)
+        found: dict[int, str] = {}
+        cursor = None
+        try:
+            for _ in range(10):
+                if thread:
+                    page = await self.client.conversations_replies(
+                        channel=cid, ts=thread, limit=200, include_all_metadata=True, cursor=cursor
+                    )
+                else:
+                    page = await self.client.conversations_history(
+                        channel=cid,
+                        oldest=f"{since:.6f}",
+                        limit=200,
+                        include_all_metadata=True,
+                        cursor=cursor,
+                    )
+                for msg in page.get("messages") or []:
+                    mark = fmt.metadata_key(msg)
+                    if mark is not None and mark[0] == key:
+                        found[mark[1]] = str(msg["ts"])
+                cursor = (page.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    break
+        except SlackApiError as exc:
+            if _error(exc) in ("missing_scope", "not_in_channel", "channel_not_found"):
+                log.warning("slack: cannot check for an earlier copy", extra={"key": key})
+                return {}
+            raise self._failure(exc, channel, None) from exc
+        except Exception as exc:
+            raise self._failure(exc, channel, None) from exc
+        if found:
+            log.info("slack post had arrived already", extra={"key": key, "parts": len(found)})
+        return found
+
+    # ---- rooms -----------------------------------------------------------
+
+    async def _target(self, message: Outbound) -> tuple[str, str | None]:
+        dest = message.destination
+        if dest.kind == "dm":
+            user = self.app.directory.platform_id(dest.arg, "slack")
+            if user is None:
+                raise DeliveryError(f"no slack id for {dest.arg}", permanent=True)
+            return user, None
+        if not self.incidents_channel:
+            raise DeliveryError("channels.incidents.slack is not configured", permanent=True)
+        if dest.kind != "incident":
+            return self.incidents_channel, None
+        number = int(dest.arg)
+        with self.app.store.read() as s:
+            row = s.scalar(
+                select(RoomRow).where(
+                    RoomRow.platform == "slack", RoomRow.incident_number == number
+                )
+            )
+            if row is not None:
+                return row.chat_id, row.thread_id
+        return await self._open_room(number)
+
+    async def _open_room(self, number: int) -> tuple[str, str | None]:
+        """``incident-N`` if the bot may create channels, else a thread under the
+        announcement. Stored in ``rooms`` so every later post goes to the same place."""
+        name = f"incident-{number}"
+        try:
+            created = await self.client.conversations_create(name=name)
+            cid = str(created["channel"]["id"])
+            await self._invite(cid, number)
+            return self._save_room(number, cid, None)
+        except SlackApiError as exc:
+            error, status = _error(exc), exc.response.status_code
+            if status == 429 or status >= 500:
+                raise self._failure(exc, "conversations.create", None) from exc
+            if error == "name_taken":
+                cid = await self._reclaim(name, number)
+                if cid is not None:
+                    return self._save_room(number, cid, None)
+            else:
+                log.info("slack: incident thread instead of channel", extra={"error": error})
+        except Exception as exc:  # a timeout: the channel may exist; name_taken next time
+            raise self._failure(exc, "conversations.create", None) from exc
+        with self.app.store.read() as s:
+            announce = s.scalar(
+                select(OutboxMessage).where(OutboxMessage.key == f"inc{number}:announce@slack")
+            )
+            status = announce.status if announce is not None else None
+            ref = announce.remote_ref if announce is not None else None
+        if status == "pending":
+            raise DeliveryError("waiting for the announcement to thread under", retry_after=1)
+        if status != "sent" or not isinstance(ref, dict) or not ref.get("ts"):
+            return self.incidents_channel or "", None  # no announcement: post in the channel
+        return self._save_room(number, str(ref["channel"]), str(ref["ts"]))
+
+    async def _reclaim(self, name: str, number: int) -> str | None:
+        """``incident-N`` exists: PIRA's own from before a crash (created by the bot, after
+        the incident started) is used; anyone else's is not."""
+        with self.app.store.read() as s:
+            incident = s.scalar(select(Incident).where(Incident.number == number))
+            started = incident.detected_at if incident is not None else None
+        cursor = None
+        try:
+            for _ in range(50):
+                page = await self.client.conversations_list(
+                    types="public_channel", exclude_archived=True, limit=1000, cursor=cursor
+                )
+                for ch in page.get("channels") or []:
+                    if ch.get("name") != name:
+                        continue
+                    ours = self.bot_user_id is not None and ch.get("creator") == self.bot_user_id
+                    fresh = started is not None and float(ch.get("created") or 0) >= (
+                        (started - timedelta(minutes=5)).timestamp()
+                    )
+                    if not (ours and fresh):
+                        log.warning("slack: #%s exists and is not PIRA's; using a thread", name)
+                        return None
+                    if not ch.get("is_member"):
+                        await self.client.conversations_join(channel=ch["id"])
+                    await self._invite(str(ch["id"]), number)
+                    return str(ch["id"])
+                cursor = (page.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    break
+        except SlackApiError as exc:
+            log.warning("slack: cannot look up #%s", name, extra={"error": _error(exc)})
+        return None
+
+    async def _invite(self, cid: str, number: int) -> None:
+        """Responders (and the incident's commander) into the new channel; best effort."""
+        config = self.app.config
+        with self.app.store.read() as s:
+            incident = s.scalar(select(Incident).where(Incident.number == number))
+            involved = {incident.commander, incident.reporter} if incident is not None else set()
+        users = []
+        for key, person in config.people.items():
+            roles = {*person.roles, *([config.default_role] if config.default_role else [])}
+            if person.slack and (roles & {"responder", "admin"} or key in involved):
+                users.append(person.slack)
+        users = [u for u in dict.fromkeys(users) if u != self.bot_user_id]
+        if not users:
+            return
+        try:
+            await self.client.conversations_invite(channel=cid, users=users)
+        except SlackApiError:
+            for user in users:  # one bad or present user fails the batch
+                with contextlib.suppress(SlackApiError):
+                    await self.client.conversations_invite(channel=cid, users=[user])
+
+    def _save_room(self, number: int, chat_id: str, thread: str | None) -> tuple[str, str | None]:
+        try:
+            with self.app.store.transaction() as s:
+                s.add(
+                    RoomRow(
+                        platform="slack",
+                        incident_number=number,
+                        chat_id=chat_id,
+                        thread_id=thread,
+                        created_at=self.app.clock.now(),
+                    )
+                )
+        except IntegrityError:
+            with self.app.store.read() as s:
+                row = s.scalar(
+                    select(RoomRow).where(
+                        RoomRow.platform == "slack", RoomRow.incident_number == number
+                    )
+                )
+                if row is not None:
+                    return row.chat_id, row.thread_id
+        return chat_id, thread

@@ -1,0 +1,446 @@
+"""Sending to the Telegram Bot API: rate limits, long-message splitting, error mapping,
+and the "answered after the client gave up" problem.
+
+Exactly once, honestly. The Bot API has no idempotency key and no way for a bot to
+read a chat's history, so after a ``sendMessage`` whose answer never arrived (read
+timeout, connection dropped after the request was written) the bot cannot simply
+ask "did it arrive?". What it can do without side effects on the *right* message:
+``editMessageText`` with exactly the text and keyboard it tried to send. Telegram
+answers "message is not modified" when that message id holds exactly this content,
+"message to edit not found" when there is no message, "message can't be edited"
+for someone else's message. Message ids grow by one per message in a chat, so the
+lost message, if it exists, is just above the highest id this process knew in that
+chat before the send. Every send to one chat is serialised under a per-chat lock,
+so no other post of ours can sit in that range (see ``ChatSender.send``).
+
+Residual risks (documented in the report):
+- a request Telegram processes *after* the probe (stuck in its pipeline) is resent
+  and shows twice;
+- after a restart the highest known id of a chat is unknown until the bot sends or
+  receives there, so an uncertain *first* send is resent (logged as a possible
+  duplicate);
+- a message of ours with different content above that id (sent by another process,
+  or a command reply sent before a restart) would be overwritten by the probe;
+  logged as an error; the window is a handful of ids and needs an uncertain send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import warnings
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, ReplyParameters
+from telegram.constants import ParseMode
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+
+from bot.outbox import DeliveryError
+
+log = logging.getLogger("pira.telegram")
+
+LIMIT = 4096
+PROBE_WINDOW = 30  # ids above the known frontier that may hold the lost message
+PROBE_MISSES = 3  # consecutive "not found" ids: past the end of the chat
+
+
+# ---- rate limiting -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Telegram's documented limits: ~1 message/s per chat, 20/min per group, 30/s in all."""
+
+    per_chat: tuple[int, float] = (1, 1.0)
+    per_group: tuple[int, float] = (20, 60.0)
+    overall: tuple[int, float] = (30, 1.0)
+
+
+class RateLimiter:
+    """Sliding windows per chat, per group and overall, checked before every send."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self._events: dict[tuple[str, Any], deque[float]] = {}
+
+    def _windows(self, chat_id: int) -> list[tuple[tuple[str, Any], int, float]]:
+        windows = [
+            (("all", None), *self.limits.overall),
+            (("chat", chat_id), *self.limits.per_chat),
+        ]
+        if chat_id < 0:  # groups, supergroups and channels have negative ids
+            windows.append((("group", chat_id), *self.limits.per_group))
+        return windows
+
+    def wait(self, chat_id: int, now: float) -> float:
+        """Seconds until one more message to ``chat_id`` fits; 0 reserves the slot."""
+        longest = 0.0
+        windows = self._windows(chat_id)
+        for key, limit, span in windows:
+            q = self._events.setdefault(key, deque())
+            while q and q[0] <= now - span:
+                q.popleft()
+            if len(q) >= limit:
+                longest = max(longest, q[len(q) - limit] + span - now)
+        if longest <= 0:
+            for key, _limit, _span in windows:
+                self._events[key].append(now)
+        return longest
+
+    async def acquire(self, chat_id: int, max_wait: float) -> None:
+        """Wait for a slot; a longer wait than ``max_wait`` postpones the post instead
+        (the outbox keeps the room's order and retries after ``retry_after``)."""
+        while True:
+            wait = self.wait(chat_id, time.monotonic())
+            if wait <= 0:
+                return
+            if wait > max_wait:
+                raise DeliveryError("rate limit (client side)", retry_after=wait)
+            await asyncio.sleep(wait)
+
+
+# ---- splitting -------------------------------------------------------------------------
+
+_OPEN_TAG = re.compile(r"<[^>]*$|&[#\w]*$")
+
+
+def split_text(text: str, limit: int = LIMIT) -> list[str]:
+    """Cut a message into parts of at most ``limit`` characters at line boundaries,
+    order kept. A single longer line is cut at a space, never inside an HTML tag or
+    entity (tags of our templates never span lines, so whole lines are always valid)."""
+    if len(text) <= limit:
+        return [text]
+    parts: list[str] = []
+    current = ""
+    for line in text.split("\n"):
+        while len(line) > limit:
+            cut = line.rfind(" ", 0, limit)
+            if cut <= 0:
+                cut = limit
+            head = line[:cut]
+            dangling = _OPEN_TAG.search(head)
+            if dangling is not None and dangling.start() > 0:
+                cut = dangling.start()
+                head = line[:cut]
+            if current:
+                parts.append(current)
+                current = ""
+            parts.append(head)
+            line = line[cut:].lstrip(" ")
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > limit:
+            parts.append(current)
+            current = line
+        else:
+            current = candidate
+    if current.strip():
+        parts.append(current)
+    return [p for p in parts if p.strip()]
+
+
+# ---- errors ----------------------------------------------------------------------------
+
+
+def retry_after_seconds(exc: RetryAfter) -> float:
+    value = getattr(exc, "_retry_after", None)  # PTB 22 stores a timedelta here
+    if value is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = exc.retry_after
+    if isinstance(value, timedelta):
+        return max(1.0, value.total_seconds())
+    return max(1.0, float(value))
+
+
+def not_sent(exc: TelegramError) -> bool:
+    """The request certainly never reached Telegram (safe to send again)."""
+    cause = exc.__cause__
+    if isinstance(exc, TimedOut):
+        return isinstance(cause, httpx.ConnectTimeout | httpx.PoolTimeout) or (
+            "Pool timeout" in str(exc)
+        )
+    if isinstance(exc, BadRequest):
+        return True  # Telegram answered: it did not take the message
+    # A NetworkError without an httpx cause is an HTTP error status Telegram answered
+    # (5xx: not processed); a connect error never sent anything.
+    return cause is None or isinstance(cause, httpx.ConnectError)
+
+
+def as_delivery_error(exc: TelegramError, what: str) -> DeliveryError:
+    """Map a Bot API error to the outbox's retry policy. Messages never carry the token
+    (PTB does not put URLs in errors, and logs are scrubbed anyway)."""
+    reason = f"{what}: {type(exc).__name__}: {exc}"[:300]
+    if isinstance(exc, RetryAfter):
+        return DeliveryError(reason, retry_after=retry_after_seconds(exc))
+    if isinstance(exc, ChatMigrated):
+        return DeliveryError(
+            f"{reason} (the group became a supergroup {exc.new_chat_id}: "
+            "update channels.incidents.telegram)",
+            permanent=True,
+        )
+    if isinstance(exc, InvalidToken):
+        # The token is wrong or revoked: nothing will work until an operator fixes it;
+        # keep the posts and try again later rather than dropping them.
+        return DeliveryError(reason, retry_after=300)
+    if isinstance(exc, Forbidden):
+        return DeliveryError(reason, permanent=True)  # not in the chat / blocked by the user
+    if isinstance(exc, BadRequest):
+        return DeliveryError(reason, permanent=True)  # chat not found, bad markup, …
+    return DeliveryError(reason)  # network, timeouts, 5xx: retried with backoff
+
+
+def is_not_modified(exc: BaseException) -> bool:
+    return isinstance(exc, BadRequest) and "not modified" in str(exc).lower()
+
+
+# ---- the sender ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sent:
+    chat_id: int
+    message_ids: tuple[int, ...]
+    thread_id: int | None
+
+    def ref(self) -> dict[str, Any]:
+        return {
+            "chat_id": self.chat_id,
+            "message_id": self.message_ids[0],
+            "message_ids": list(self.message_ids),
+            "thread_id": self.thread_id,
+        }
+
+
+class ChatSender:
+    """All sends to Telegram go through here: one at a time per chat, rate limited,
+    split, and verified by probing when an answer was lost."""
+
+    def __init__(self, bot: Bot, limiter: RateLimiter, *, send_timeout: float) -> None:
+        self.bot = bot
+        self.limiter = limiter
+        self.send_timeout = send_timeout
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._frontier: dict[int, int] = {}  # highest message id seen per chat
+        self._progress: dict[str, list[int]] = {}  # outbox key → ids of parts already out
+        self._uncertain: dict[str, int] = {}  # key#part → frontier before the lost send
+
+    def saw(self, chat_id: int, message_id: int) -> None:
+        """Any message id of a chat (ours, a user's, a topic's) moves its frontier."""
+        if message_id > self._frontier.get(chat_id, 0):
+            self._frontier[chat_id] = message_id
+
+    def _lock(self, chat_id: int) -> asyncio.Lock:
+        return self._locks.setdefault(chat_id, asyncio.Lock())
+
+    async def send(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        markup: InlineKeyboardMarkup | None = None,
+        thread_id: int | None = None,
+        reply_to: int | None = None,
+        key: str | None = None,
+        max_wait: float = 3.0,
+    ) -> Sent:
+        """Send ``text`` (split if long; the keyboard on the first part). With ``key``
+        (an outbox row), parts already sent by an earlier attempt are not sent again."""
+        parts = split_text(text)
+        done = self._progress.setdefault(key, []) if key else []
+        for index in range(len(done), len(parts)):
+            token = f"{key}#{index}" if key else None
+            mid = await self._send_one(
+                chat_id,
+                parts[index],
+                markup=markup if index == 0 else None,
+                thread_id=thread_id,
+                reply_to=reply_to,
+                token=token,
+                max_wait=max_wait,
+            )
+            done.append(mid)
+        if key:
+            self._progress.pop(key, None)
+        return Sent(chat_id, tuple(done), thread_id)
+
+    async def _send_one(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        markup: InlineKeyboardMarkup | None,
+        thread_id: int | None,
+        reply_to: int | None,
+        token: str | None,
+        max_wait: float,
+    ) -> int:
+        async with self._lock(chat_id):
+            if token is not None and token in self._uncertain:
+                found = await self._probe(chat_id, self._uncertain[token], text, markup, token)
+                del self._uncertain[token]
+                if found is not None:
+                    return found
+            await self.limiter.acquire(chat_id, max_wait)
+            before = self._frontier.get(chat_id)
+            try:
+                message = await self.bot.send_message(
+                    chat_id,
+                    text,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=markup,
+                    message_thread_id=thread_id,
+                    reply_parameters=(
+                        ReplyParameters(reply_to, allow_sending_without_reply=True)
+                        if reply_to
+                        else None
+                    ),
+                    link_preview_options=LinkPreviewOptions(is_disabled=True),
+                    read_timeout=self.send_timeout,
+                    write_timeout=self.send_timeout,
+                )
+            except TelegramError as exc:
+                uncertain = isinstance(exc, NetworkError) and not isinstance(exc, BadRequest)
+                if uncertain and not not_sent(exc):
+                    return await self._after_lost_answer(chat_id, before, text, markup, token, exc)
+                raise as_delivery_error(exc, "sendMessage") from exc
+            self.saw(chat_id, message.message_id)
+            return message.message_id
+
+    async def _after_lost_answer(
+        self,
+        chat_id: int,
+        before: int | None,
+        text: str,
+        markup: InlineKeyboardMarkup | None,
+        token: str | None,
+        exc: TelegramError,
+    ) -> int:
+        """The request went out but no answer came back: find out before resending."""
+        if before is None:
+            log.warning(
+                "telegram send uncertain; no known message id to verify against, "
+                "resending may duplicate",
+                extra={"chat_id": chat_id, "key": token, "error": type(exc).__name__},
+            )
+            raise as_delivery_error(exc, "sendMessage (uncertain)") from exc
+        try:
+            found = await self._probe(chat_id, before, text, markup, token)
+        except TelegramError as probe_exc:
+            if token is not None:
+                self._uncertain[token] = before  # probe again before the next send
+            raise as_delivery_error(probe_exc, "sendMessage (uncertain, probe failed)") from exc
+        if found is not None:
+            log.info(
+                "telegram send answered late; it had arrived, not resent",
+                extra={"chat_id": chat_id, "key": token, "message_id": found},
+            )
+            return found
+        log.info(
+            "telegram send lost before Telegram took it; will resend",
+            extra={"chat_id": chat_id, "key": token},
+        )
+        raise as_delivery_error(exc, "sendMessage (not delivered)") from exc
+
+    async def _probe(
+        self,
+        chat_id: int,
+        before: int,
+        text: str,
+        markup: InlineKeyboardMarkup | None,
+        token: str | None,
+    ) -> int | None:
+        """The id of the message holding exactly ``text``+``markup`` just above ``before``,
+        or None when there is none (see the module docstring). Raises on API trouble."""
+        misses = 0
+        for mid in range(before + 1, before + 1 + PROBE_WINDOW):
+            try:
+                await self.bot.edit_message_text(
+                    text,
+                    chat_id=chat_id,
+                    message_id=mid,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=markup,
+                    link_preview_options=LinkPreviewOptions(is_disabled=True),
+                    read_timeout=self.send_timeout,
+                    write_timeout=self.send_timeout,
+                )
+            except BadRequest as exc:
+                said = str(exc).lower()
+                if "not modified" in said:
+                    self.saw(chat_id, mid)
+                    return mid
+                if "not found" in said:
+                    misses += 1
+                    if misses >= PROBE_MISSES:
+                        return None
+                    continue
+                misses = 0  # someone else's message, a service message: keep looking
+                continue
+            # The edit changed a message: one of ours we did not know about. It now
+            # shows this post, so the post is delivered; its old content is lost.
+            log.error(
+                "telegram probe overwrote an unknown message of the bot",
+                extra={"chat_id": chat_id, "message_id": mid, "key": token},
+            )
+            self.saw(chat_id, mid)
+            return mid
+        return None
+
+    async def edit(
+        self,
+        chat_id: int,
+        message_id: int,
+        text: str,
+        markup: InlineKeyboardMarkup | None,
+        *,
+        max_wait: float = 3.0,
+    ) -> None:
+        """Replace a message's text and keyboard. Idempotent: "not modified" is success,
+        so a timed-out edit is simply retried."""
+        parts = split_text(text)
+        body = parts[0] if len(parts) == 1 else parts[0].rstrip() + "\n…"
+        async with self._lock(chat_id):
+            await self.limiter.acquire(chat_id, max_wait)
+            try:
+                await self.bot.edit_message_text(
+                    body,
+                    chat_id=chat_id,
+                    message_id=message_id,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=markup,
+                    link_preview_options=LinkPreviewOptions(is_disabled=True),
+                    read_timeout=self.send_timeout,
+                    write_timeout=self.send_timeout,
+                )
+            except TelegramError as exc:
+                if is_not_modified(exc):
+                    return
+                raise as_delivery_error(exc, "editMessageText") from exc
+
+
+def keyboard_rows(buttons: Sequence[tuple[str, str]], per_row: int = 3) -> list[list[Any]]:
+    """(label, callback_data) pairs in rows of ``per_row``."""
+    from telegram import InlineKeyboardButton
+
+    rows: list[list[Any]] = []
+    for i in range(0, len(buttons), per_row):
+        rows.append(
+            [InlineKeyboardButton(lbl, callback_data=d) for lbl, d in buttons[i : i + per_row]]
+        )
+    return rows

@@ -1,0 +1,160 @@
+"""Issue 2 end to end: `pira console` as a real process on a real database."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bot.store import Store
+from bot.store.models import OutboxMessage
+from tests.support.console_proc import ConsoleProc
+
+
+@pytest.fixture
+def procs() -> Iterator[list[ConsoleProc]]:
+    started: list[ConsoleProc] = []
+    yield started
+    for proc in started:
+        proc.stop()
+
+
+def start(procs: list[ConsoleProc], db_url: str, **kwargs: object) -> ConsoleProc:
+    proc = ConsoleProc(db_url=db_url, **kwargs)  # type: ignore[arg-type]
+    procs.append(proc)
+    return proc
+
+
+def test_a_whole_incident_in_a_terminal(db_url: str, procs: list[ConsoleProc]) -> None:
+    bot = start(procs, db_url)
+    bot.send("/incident p1 Spark jobs failing on prod")
+    announce = bot.wait_for("#incidents", "Incident: Spark jobs failing on prod")
+    assert announce.text.startswith("🚨 **[P1] Incident: Spark jobs failing on prod**")
+    assert "**Status:** 🟡 Investigating" in bot.wait_for("#incidents", "Next Update").text
+    started = re.search(r"\*\*Started:\*\* (\S+ \d\d):(\d\d) UTC", announce.text)
+    nxt = re.search(r"\*\*Next Update:\*\* (\S+ \d\d):(\d\d) UTC", announce.text)
+    assert started and nxt
+    assert (int(nxt.group(2)) - int(started.group(2))) % 60 == 30  # 30 min later
+    for command in (
+        "/ack",
+        "/status mitigating rolled back the 3.5 upgrade",
+        "/update executors recovering",
+        "/resolve driver OOM in nightly ETL -- raised driver memory to 8g",
+        "/timeline",
+    ):
+        bot.send(command)
+    bot.wait_for("#incidents", "**Status:** 🟠 Mitigating")
+    bot.wait_for("#incidents", "**Update:** executors recovering")
+    resolved = bot.wait_for("#incidents", "Incident Resolved: Spark jobs failing on prod")
+    timeline = bot.wait_for("reply", "Timeline of #1")
+    assert bot.finish() == 0
+    resolved = bot.matching("#incidents", "Incident Resolved")[0]
+    assert "**Status:** ✅ Resolved" in resolved.text
+    assert re.search(r"\*\*Duration:\*\* \d+ s", resolved.text)
+    assert "**Root Cause:** driver OOM in nightly ETL" in resolved.text
+    timeline = bot.matching("reply", "Timeline of #1")[0]
+    for step in (
+        "declared [P1]",
+        "acknowledged by console",
+        "investigating → mitigating",
+        "executors recovering",
+        "resolved: driver OOM",
+    ):
+        assert step in timeline.text
+    assert len(bot.matching("#incidents", "Incident: Spark")) == 1
+
+
+def test_bad_input_keeps_the_bot_running(db_url: str, procs: list[ConsoleProc]) -> None:
+    bot = start(procs, db_url)
+    for line in (
+        "/incident p7 x",
+        "/incident",
+        "/incident p1",
+        "/status #99 resolved",
+        "/status bogus",
+        "/resolve",
+        "/incident p1 " + "t" * 10_000,
+        "/incident p2 \x01\x02",
+        "/incidents",
+    ):
+        bot.send(line)
+    bot.wait_for("reply", "No open incidents.")
+    assert bot.finish() == 0
+    replies = [p.text for p in bot.printed if p.tag == "reply"]
+    assert len(replies) == 9
+    assert all("\n" not in r for r in replies[:8])
+    assert not [p for p in bot.printed if p.tag != "reply"]
+    assert not any("Traceback" in line for line in bot.stderr)
+
+
+def test_kill_9_and_restart_loses_and_doubles_nothing(
+    db_url: str, procs: list[ConsoleProc]
+) -> None:
+    bot = start(procs, db_url)
+    bot.send("/incident p2 Single team jobs failing")
+    bot.send("/update looking at the scheduler")
+    bot.wait_for("#incidents", "**Update:** looking at the scheduler")
+    bot.kill9()
+
+    # A post stored by the crashed process but never printed (the crash hit between
+    # the commit and the delivery): make one, as the outbox would have stored it.
+    store = Store(db_url)
+    with store.transaction() as s:
+        base = s.scalar(select(OutboxMessage).where(OutboxMessage.platform == "console"))
+        assert base is not None
+        s.add(
+            OutboxMessage(
+                key="crash-test@console",
+                platform="console",
+                destination="incident:1",
+                incident_id=base.incident_id,
+                body={
+                    "template": "text",
+                    "data": {"text": "stored before the crash"},
+                    "buttons": [],
+                },
+                status="pending",
+                attempts=0,
+                created_at=base.created_at,
+                next_attempt_at=base.created_at,
+            )
+        )
+    store.dispose()
+
+    again = start(procs, db_url)
+    again.wait_for("#incident-1", "stored before the crash")
+    again.send("/incidents")
+    again.send("/timeline #1")
+    listing = again.wait_for("reply", "Open incidents (1)")
+    assert "#1 [P2] Single team jobs failing" in listing.text
+    timeline = again.wait_for("reply", "Timeline of #1")
+    assert "declared [P2] Single team jobs failing" in timeline.text
+    assert "looking at the scheduler" in timeline.text
+    assert again.finish() == 0
+    # Nothing from before the crash was printed again, the stored post exactly once.
+    assert len(again.matching("#incident-1", "stored before the crash")) == 1
+    assert again.matching("#incidents", "Incident: Single team") == []
+
+    third = start(procs, db_url)
+    assert third.finish() == 0
+    assert third.matching("#incident-1", "stored before the crash") == []
+
+
+def test_as_user_has_their_roles(db_url: str, procs: list[ConsoleProc], tmp_path: Path) -> None:
+    config = tmp_path / "pira.yaml"
+    config.write_text("people:\n  alice: {roles: [responder]}\n  vera: {}\n")
+    vera = start(procs, db_url, config=config, as_user="vera")
+    vera.send("/incident p1 should not open")
+    refused = vera.wait_for("reply", "needs the responder role")
+    assert "vera does not have it" in refused.text
+    assert vera.finish() == 0
+    alice = start(procs, db_url, config=config, as_user="alice")
+    alice.send("/incident p1 opened by alice")
+    alice.wait_for("#incidents", "Incident: opened by alice")
+    assert alice.finish() == 0
+    nobody = start(procs, db_url, config=config, as_user="mallory")
+    assert nobody.finish() == 2
+    assert "not a configured person" in "".join(nobody.stderr)
