@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy import select
 
-from bot.domain.incident import InvalidInput, parse_severity
+from bot.domain.incident import InvalidInput, clean, parse_severity
 from bot.messages import Button, Message, Reply
 from bot.people import Actor
 from bot.store.models import AuditEntry, Confirmation
@@ -197,7 +197,8 @@ class Router:
         actor = actor or self.app.directory.actor(
             message.platform, message.user_id, message.user_name
         )
-        text = message.text.strip()
+        # Control characters (NUL included: PostgreSQL refuses it in text) never get in.
+        text = clean(message.text).strip()
         if len(text) > MAX_COMMAND:
             return Reply.error(f"That message is too long ({len(text)} characters).")
         m = _COMMAND.match(text)

@@ -72,6 +72,10 @@ class _Pacer:
         self.next_at = 0.0
 
 
+class _UseThread(Exception):
+    pass
+
+
 def _error(exc: SlackApiError) -> str:
     data = exc.response.data if exc.response is not None else None
     return str(data.get("error", "")) if isinstance(data, dict) else ""
@@ -109,6 +113,7 @@ class SlackAdapter:
         self._uncertain: dict[str, float] = {}  # outbox key → when its fate became unknown
         self._dm_channels: dict[str, str] = {}  # user id → DM channel id
         self._tasks: set[asyncio.Task[None]] = set()
+        self._threaded: set[int] = set()  # incidents whose channel could not be created
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -117,9 +122,25 @@ class SlackAdapter:
         env = self.app.env
         secret = env.slack_signing_secret
         socket = bool(env.slack_app_token)
+        # Bolt passes arguments by parameter name, which bound methods confuse (``self``):
+        # plain functions forward to the methods.
+        async def authorize(
+            enterprise_id: str | None, team_id: str | None, user_id: str | None
+        ) -> AuthorizeResult:
+            return self._authorize(enterprise_id, team_id, user_id)
+
+        async def on_command(ack: Any, command: dict[str, Any], respond: Any) -> None:
+            await self._on_command(ack, command, respond)
+
+        async def on_action(ack: Any, body: dict[str, Any], respond: Any) -> None:
+            await self._on_action(ack, body, respond)
+
+        async def on_mention(event: dict[str, Any]) -> None:
+            await self._on_mention(event)
+
         bolt = AsyncApp(
             client=AsyncWebClient(base_url=self.base_url, timeout=10),
-            authorize=self._authorize,
+            authorize=authorize,
             signing_secret=secret or "unset",
             request_verification_enabled=not socket,
             process_before_response=False,
@@ -127,9 +148,9 @@ class SlackAdapter:
         )
         names = sorted({*self.app.router.commands, "confirm", "cancel", "pira"})
         for name in names:
-            bolt.command(f"/{name}")(self._on_command)
-        bolt.action(re.compile(r"^pira:"))(self._on_action)
-        bolt.event("app_mention")(self._on_mention)
+            bolt.command(f"/{name}")(on_command)
+        bolt.action(re.compile(r"^pira:"))(on_action)
+        bolt.event("app_mention")(on_mention)
         self.bolt = bolt
         if socket:
             from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
@@ -165,7 +186,7 @@ class SlackAdapter:
         self.bot_id = found.get("bot_id")
         self.team_id = found.get("team_id")
 
-    async def _authorize(
+    def _authorize(
         self, enterprise_id: str | None, team_id: str | None, user_id: str | None
     ) -> AuthorizeResult:
         # Single workspace, token from the environment: no auth.test before each ack.
@@ -239,7 +260,7 @@ class SlackAdapter:
             )
         )
 
-    async def _on_mention(self, event: dict[str, Any], client: AsyncWebClient) -> None:
+    async def _on_mention(self, event: dict[str, Any]) -> None:
         """``@pira /ack`` in a thread: slash commands cannot be typed in threads."""
         text = re.sub(r"^\s*<@[A-Z0-9]+>\s*", "", str(event.get("text", "")))
         text = fmt.command_text(text).strip()
@@ -513,6 +534,8 @@ class SlackAdapter:
         announcement. Stored in ``rooms`` so every later post goes to the same place."""
         name = f"incident-{number}"
         try:
+            if number in self._threaded:
+                raise _UseThread
             created = await self.client.conversations_create(name=name)
             cid = str(created["channel"]["id"])
             await self._invite(cid, number)
@@ -527,6 +550,8 @@ class SlackAdapter:
                     return self._save_room(number, cid, None)
             else:
                 log.info("slack: incident thread instead of channel", extra={"error": error})
+        except _UseThread:
+            pass
         except Exception as exc:  # a timeout: the channel may exist; name_taken next time
             raise self._failure(exc, "conversations.create", None) from exc
         with self.app.store.read() as s:
@@ -535,6 +560,7 @@ class SlackAdapter:
             )
             status = announce.status if announce is not None else None
             ref = announce.remote_ref if announce is not None else None
+        self._threaded.add(number)  # asked once; a retry only waits for the announcement
         if status == "pending":
             raise DeliveryError("waiting for the announcement to thread under", retry_after=1)
         if status != "sent" or not isinstance(ref, dict) or not ref.get("ts"):

@@ -7,9 +7,9 @@ import re
 from typing import Any
 
 from bot.messages import Button
-from bot.render import LIMITS
 
-LIMIT = LIMITS["slack"]  # a section block's text; longer posts become several messages
+# Slack's limit for a section block's text; longer posts become several messages.
+LIMIT = 3000
 MAX_BLOCKS = 50
 POST_EVENT = "pira_post"  # message metadata event_type carrying the outbox key
 

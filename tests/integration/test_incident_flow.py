@@ -111,7 +111,7 @@ async def test_whole_incident_through_the_runbook(world: tuple[App, Driver, Fake
         ("/incident", "The severity (p0-p3) is missing"),
         ("/incident p1", "The title is missing"),
         ("/incident p1 " + "x" * 10_000, "too long"),
-        ("/incident p1 \x00\x07\x1b", "The title is empty"),
+        ("/incident p1 \x00\x07\x1b", "The title is missing"),
         ("/status #99 resolved", "There is no incident #99"),
         ("/status bogus", "'bogus' is not one of"),
         ("/resolve", "The root cause is missing"),
