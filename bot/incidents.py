@@ -6,6 +6,7 @@ posts (through the outbox) and its timer changes commit together or not at all.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -202,7 +203,11 @@ class Incidents:
         details: dict[str, Any] | None,
     ) -> Incident:
         now = self.clock.now()
-        number = (s.scalar(select(func.max(Incident.number))) or 0) + 1
+        # Several declarations in one transaction (an alert storm) look the number up once.
+        number = s.info.get("pira_next_number") or (
+            (s.scalar(select(func.max(Incident.number))) or 0) + 1
+        )
+        s.info["pira_next_number"] = number + 1
         incident = Incident(
             number=number,
             title=title,
@@ -223,7 +228,10 @@ class Incidents:
         self._event(s, incident, by, source, "declared", f"declared [{severity}] {title}", now)
         data = self.post_data(incident, now)
         ack = (Button("Acknowledge", f"/ack #{number}", "primary"),)
-        self._post(s, incident, Destination.incidents(), "announce", data, "announce", ack, now)
+        # A new number: its posts' keys cannot exist yet (no look-up, no autoflush).
+        self._post(
+            s, incident, Destination.incidents(), "announce", data, "announce", ack, now, fresh=True
+        )
         self._post(
             s,
             incident,
@@ -233,6 +241,7 @@ class Incidents:
             "ticket",
             ack,
             now,
+            fresh=True,
         )
         self.timers.on_declared(s, incident, now)
         return incident
@@ -508,6 +517,7 @@ class Incidents:
         key: str,
         buttons: Sequence[Button] = (),
         edit_of: str | None = None,
+        fresh: bool = False,
     ) -> list[str]:
         """Enqueue a post in the caller's transaction; returns the platforms it goes to.
         ``edit_of``: the key of an earlier post this one replaces in place."""
@@ -522,6 +532,7 @@ class Incidents:
             buttons=buttons,
             incident_id=incident.id if incident is not None else None,
             edit_of=edit_of,
+            fresh=fresh,
         )
 
     def _post(
@@ -534,8 +545,18 @@ class Incidents:
         key: str,
         buttons: Sequence[Button],
         now: datetime,
+        fresh: bool = False,
     ) -> None:
-        self.post(s, incident, destination, template, data, f"inc{incident.number}:{key}", buttons)
+        self.post(
+            s,
+            incident,
+            destination,
+            template,
+            data,
+            f"inc{incident.number}:{key}",
+            buttons,
+            fresh=fresh,
+        )
 
     def _refresh_announcement(self, s: Session, incident: Incident, reason: str) -> None:
         """Edit the Initial Announcement in place on platforms that can (buttons follow
@@ -546,7 +567,7 @@ class Incidents:
         if incident.is_open and incident.acknowledged_at is None:
             buttons = (Button("Acknowledge", f"/ack #{incident.number}", "primary"),)
         data["acknowledged_by"] = incident.acknowledged_by
-        stamp = int(now.timestamp() * 1000)
+        stamp = uuid.uuid4().hex[:16]
         self.post(
             s,
             incident,

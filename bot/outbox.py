@@ -96,18 +96,24 @@ def enqueue(
     buttons: Sequence[Button] = (),
     incident_id: int | None = None,
     edit_of: str | None = None,
+    fresh: bool = False,
 ) -> list[str]:
     """Store one post for every adapter that reaches the destination.
 
     Returns the platforms it was stored for (empty: nobody can be reached, the
-    caller must say so somewhere). A key already stored is not stored again.
+    caller must say so somewhere). A key already stored is not stored again;
+    ``fresh``: the caller knows the key is new (skips the look-up).
     """
     stored: list[str] = []
     for adapter in adapters:
         if not adapter.reaches(destination):
             continue
         row_key = f"{key}@{adapter.name}"
-        exists = session.scalar(select(OutboxMessage.id).where(OutboxMessage.key == row_key))
+        exists = (
+            None
+            if fresh
+            else session.scalar(select(OutboxMessage.id).where(OutboxMessage.key == row_key))
+        )
         stored.append(adapter.name)
         if exists is not None:
             continue

@@ -67,9 +67,11 @@ class Timers:
     # ---- planning (TimerPlanner) ----------------------------------------------
 
     def on_declared(self, s: Session, incident: Incident, now: datetime) -> None:
-        self._plan_chain(s, incident)
-        self._plan_escalations(s, incident)
-        self._rearm_reminder(s, incident, base=incident.last_update_at, now=now)
+        # A new incident has no timers yet: plan without looking any up (no query, no
+        # autoflush), so a batch of declarations costs inserts only.
+        self._plan_chain(s, incident, fresh=True)
+        self._plan_escalations(s, incident, fresh=True)
+        self._rearm_reminder(s, incident, base=incident.last_update_at, now=now, fresh=True)
 
     def on_acknowledged(self, s: Session, incident: Incident, now: datetime) -> None:
         self._cancel(s, incident, ("page",), now)
@@ -85,14 +87,15 @@ class Timers:
     def on_resolved(self, s: Session, incident: Incident, now: datetime) -> None:
         self._cancel(s, incident, INCIDENT_KINDS, now)
 
-    def _plan_chain(self, s: Session, incident: Incident) -> None:
+    def _plan_chain(self, s: Session, incident: Incident, fresh: bool = False) -> None:
         """The ack chain, planned whole from the declaration: step k is paged unless
         someone acknowledged before its time. Steps already paged stay paged."""
         if incident.acknowledged_at is not None:
             return
         policy = self.app.config.policy(incident.severity)
         if policy.page_after is None:
-            self._cancel(s, incident, ("page",), self.app.clock.now())
+            if not fresh:
+                self._cancel(s, incident, ("page",), self.app.clock.now())
             return
         due = incident.detected_at + policy.page_after
         for step, link in enumerate(self.app.config.oncall.chain):
@@ -104,10 +107,11 @@ class Timers:
                 step=step,
                 due=due,
                 target=link.role,
+                fresh=fresh,
             )
             due += link.respond_within.get(incident.severity, policy.respond_within)  # type: ignore[call-overload]
 
-    def _plan_escalations(self, s: Session, incident: Incident) -> None:
+    def _plan_escalations(self, s: Session, incident: Incident, fresh: bool = False) -> None:
         policy = self.app.config.policy(incident.severity)
         wanted: dict[str, tuple[datetime, str, int]] = {}
         for step, trigger in enumerate(policy.escalate):
@@ -115,16 +119,26 @@ class Timers:
                 f"inc{incident.id}:escalate:{trigger.to}",
                 (incident.detected_at + trigger.after, trigger.to, step),
             )
-        for row in self._pending(s, incident, ("escalate",)):
+        for row in [] if fresh else self._pending(s, incident, ("escalate",)):
             if row.key not in wanted:
                 row.cancelled_at = self.app.clock.now()
         for key, (due, target, step) in wanted.items():
-            self._upsert(s, incident, key=key, kind="escalate", step=step, due=due, target=target)
+            self._upsert(
+                s,
+                incident,
+                key=key,
+                kind="escalate",
+                step=step,
+                due=due,
+                target=target,
+                fresh=fresh,
+            )
 
     def _rearm_reminder(
-        self, s: Session, incident: Incident, *, base: datetime, now: datetime
+        self, s: Session, incident: Incident, *, base: datetime, now: datetime, fresh: bool = False
     ) -> None:
-        self._cancel(s, incident, ("reminder", "overdue"), now)
+        if not fresh:
+            self._cancel(s, incident, ("reminder", "overdue"), now)
         every = self.app.config.policy(incident.severity).update_every
         grace = min(self.app.config.oncall.overdue_grace, every)
         due = max(base + every, now)
@@ -160,8 +174,9 @@ class Timers:
         step: int,
         due: datetime,
         target: str | None,
+        fresh: bool = False,
     ) -> None:
-        row = s.scalar(select(Timer).where(Timer.key == key))
+        row = None if fresh else s.scalar(select(Timer).where(Timer.key == key))
         if row is None:
             s.add(
                 Timer(
