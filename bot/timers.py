@@ -417,9 +417,12 @@ class Timers:
 
     # ---- the scheduler (leader only) -------------------------------------------
 
-    async def start(self, tick_seconds: float = 1.0) -> None:
+    def plan_calendar(self) -> None:
         with self.app.store.transaction() as s:
             self.ensure_calendar(s, self.app.clock.now())
+
+    async def start(self, tick_seconds: float = 1.0) -> None:
+        self.plan_calendar()
         _RUNNING[self.name] = self
         scheduler = AsyncIOScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=self.app.store.engine)},
