@@ -10,6 +10,7 @@ from bot.alerts import AlertIngest
 from bot.clock import Clock, SystemClock
 from bot.diagnostics import Diagnostics
 from bot.incidents import Incidents
+from bot.leader import Leadership
 from bot.messages import Reply
 from bot.outbox import Adapter, ChatAdapter, OutboxWorker
 from bot.people import Directory
@@ -67,6 +68,8 @@ class App:
         self.alerts = AlertIngest(self)
         self.router = Router(self, all_commands())
         self._tasks: list[asyncio.Task[None]] = []
+        self._outbox_task: asyncio.Task[None] | None = None
+        self.leadership: Leadership | None = None
 
     def add_adapter(self, adapter: Adapter) -> None:
         self.adapters[adapter.name] = adapter
@@ -88,11 +91,35 @@ class App:
         return self.timers.oncall.verify()
 
     async def start(self, *, scheduler: bool = True) -> None:
-        """Migrate, then start the outbox worker and (on the leader) the timers."""
+        """Migrate, then compete for leadership: the leader runs the timers and the
+        outbox worker. ``scheduler=False`` (tests that drive timers by hand): no
+        scheduler, no leadership, the outbox worker runs."""
         await asyncio.to_thread(self.store.migrate)
-        self._tasks.append(asyncio.create_task(self.outbox.run(), name="outbox"))
-        if scheduler:
-            await self.timers.start()
+        if not scheduler:
+            self._outbox_task = asyncio.create_task(self.outbox.run(), name="outbox")
+            return
+        self.leadership = Leadership(
+            self, ttl=self.config.leader_lease, on_gain=self._lead, on_lose=self._follow
+        )
+        if not await self.leadership.step():
+            log.warning("another replica leads: standing by")
+        self._tasks.append(asyncio.create_task(self.leadership.run(), name="leadership"))
+
+    @property
+    def leading(self) -> bool:
+        """Whether this replica runs the leader's duties (scheduler, outbox, polling)."""
+        return self.leadership is not None and self.leadership.leading
+
+    async def _lead(self) -> None:
+        self._outbox_task = asyncio.create_task(self.outbox.run(), name="outbox")
+        await self.timers.start()
+
+    async def _follow(self) -> None:
+        await self.timers.stop()
+        if self._outbox_task is not None:
+            self._outbox_task.cancel()
+            await asyncio.gather(self._outbox_task, return_exceptions=True)
+            self._outbox_task = None
 
     async def serve_forever(self, stop: asyncio.Event) -> None:
         """The HTTP server (and, when configured, the chat platforms) until ``stop``."""
@@ -114,10 +141,13 @@ class App:
             await server.stop()
 
     async def stop(self) -> None:
-        await self.timers.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self.diagnostics.close()
+        if self.leadership is not None:
+            await self.leadership.stop()
+        else:
+            await self._follow()
         self.store.dispose()

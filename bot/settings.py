@@ -313,6 +313,9 @@ class Config(Strict):
     channels: Channels = Channels()
     bridge_url: str | None = None
     cluster: Cluster = Cluster()
+    # Several replicas: the leader renews its lease every third of this; a standby
+    # takes over at most this long after the leader died.
+    leader_lease: Duration = timedelta(seconds=15)
     alertmanager: Alertmanager = Alertmanager()
 
     @field_validator("timezone")

@@ -188,3 +188,14 @@ class Room(Base):
     __table_args__ = (
         Index("ux_rooms_platform_incident", "platform", "incident_number", unique=True),
     )
+
+
+class Lease(Base):
+    """Leadership among replicas: the holder runs the scheduler and the outbox worker
+    until ``expires_at``; it renews well before, a standby takes over after."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,92 @@
+"""Several replicas on one database: one leads (scheduler, outbox), the others stand
+by; failover when the leader stops or dies; no timer lost or doubled."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from bot.app import App
+from bot.clock import FakeClock
+from bot.people import Directory
+from bot.settings import Config
+from bot.store.models import OutboxMessage, Timer
+
+CONFIG = Config.model_validate(
+    {
+        "severities": {"P0": {"page_after": "0s"}},
+        "oncall": {
+            "rotation": {"members": ["alice", "bob"], "start": "2026-11-30"},
+            "chain": [{"role": "primary", "respond_within": {"P0": "1m"}}, {"role": "secondary"}],
+        },
+        "people": {"alice": {"roles": ["responder"]}, "bob": {"roles": ["responder"]}},
+        "leader_lease": "15s",
+    }
+)
+
+
+class Sink:
+    name = "console"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def reaches(self, destination: object) -> bool:
+        return True
+
+    async def deliver(self, message) -> None:  # type: ignore[no-untyped-def]
+        self.sent.append(message.key)
+
+
+async def test_one_leader_and_failover(make_app: Callable[..., App]) -> None:
+    clock = FakeClock()
+    first, second = make_app(config=CONFIG, clock=clock), make_app(config=CONFIG, clock=clock)
+    sinks = Sink(), Sink()
+    first.add_adapter(sinks[0])
+    second.add_adapter(sinks[1])
+    await first.start()
+    await second.start()
+    try:
+        assert first.leading and not second.leading
+        assert first.timers.scheduler is not None and second.timers.scheduler is None
+
+        # Declared on the standby; the leader fires and delivers.
+        second.incidents.declare(
+            severity="P0",
+            title="declared on replica 2",
+            by=Directory.operator_console(),
+            source="test",
+        )
+        assert await first.timers.fire_due() == 1
+        await first.outbox.deliver_due()
+        assert any(k.endswith(":dm@console") for k in sinks[0].sent)
+        assert sinks[1].sent == []
+
+        # The leader dies (no renewal): after the lease the standby takes over.
+        clock.advance(timedelta(seconds=10))
+        assert not await second.leadership.step()  # type: ignore[union-attr]
+        clock.advance(timedelta(seconds=6))
+        assert await second.leadership.step()  # type: ignore[union-attr]
+        assert second.leading and second.timers.scheduler is not None
+        # The old leader comes back: it finds the lease taken and stands down.
+        assert not await first.leadership.step()  # type: ignore[union-attr]
+        assert not first.leading and first.timers.scheduler is None
+
+        clock.advance(timedelta(minutes=1))  # the secondary's page comes due
+        assert await second.timers.fire_due() == 1
+        assert await first.timers.fire_due() == 0  # a timer fires once, whoever asks
+        with second.store.read() as s:
+            pages = s.scalar(
+                select(func.count(OutboxMessage.id)).where(OutboxMessage.key.like("%:dm@console"))
+            )
+            fired = s.scalar(select(func.count(Timer.id)).where(Timer.fired_at.isnot(None)))
+        assert pages == 2 and fired == 2
+
+        # A clean stop hands over at once.
+        await second.stop()
+        assert await first.leadership.step()  # type: ignore[union-attr]
+    finally:
+        await first.stop()
+        await second.stop()
