@@ -1,0 +1,51 @@
+"""The README's run command: `pira run` with no chat credentials and a terminal on
+stdin is the console."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def read_until(fd: int, needle: bytes, timeout: float) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                seen += os.read(fd, 65536)
+            except OSError:
+                break
+    return seen
+
+
+def test_pira_run_on_a_terminal_is_the_console(db_url: str) -> None:
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIRA_")}
+    env.update(PIRA_DATABASE_URL=db_url, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "run"],
+        stdin=slave,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    os.close(slave)
+    try:
+        os.write(master, b"/incident p1 Spark jobs failing on prod\n")
+        out = read_until(master, b"Follow along in #incident-1", timeout=20)
+        assert b"[#incidents] \xf0\x9f\x9a\xa8 **[P1] Incident: Spark jobs failing on prod**" in out
+        os.write(master, b"\x04")  # end of input on a terminal
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
