@@ -230,7 +230,7 @@ class Incidents:
         ack = (Button("Acknowledge", f"/ack #{number}", "primary"),)
         # A new number: its posts' keys cannot exist yet (no look-up, no autoflush).
         self._post(
-            s, incident, Destination.incidents(), "announce", data, "announce", ack, now, fresh=True
+            s, incident, Destination.incidents(), "announce", data, "announce", ack, fresh=True
         )
         self._post(
             s,
@@ -240,7 +240,6 @@ class Incidents:
             self.ticket_data(incident),
             "ticket",
             ack,
-            now,
             fresh=True,
         )
         self.timers.on_declared(s, incident, now)
@@ -269,7 +268,6 @@ class Incidents:
                 {"text": f"✋ #{number} {text}."},
                 f"ack:{ev.id}",
                 (),
-                now,
             )
             self.timers.on_acknowledged(s, incident, now)
             self._refresh_announcement(s, incident, "ack")
@@ -350,7 +348,6 @@ class Incidents:
                 {"text": f"#{number} commander is now @{person}."},
                 f"commander:{ev.id}",
                 (),
-                now,
             )
         self._notify()
         return Outcome(incident, f"#{number} commander is now @{person}.")
@@ -370,7 +367,6 @@ class Incidents:
                 {"text": f"#{number} impact: {text}"},
                 f"impact:{ev.id}",
                 (),
-                now,
             )
         self._notify()
         return Outcome(incident, f"#{number} impact recorded.")
@@ -403,7 +399,7 @@ class Incidents:
                 contact=incident.commander or by.handle,
             )
             self._post(
-                s, incident, Destination.incidents(), "resolved", data, f"resolved:{ev.id}", (), now
+                s, incident, Destination.incidents(), "resolved", data, f"resolved:{ev.id}", ()
             )
             self._post(
                 s,
@@ -416,7 +412,6 @@ class Incidents:
                 },
                 f"resolved-room:{ev.id}",
                 (),
-                now,
             )
             self.timers.on_resolved(s, incident, now)
             self._refresh_announcement(s, incident, "resolved")
@@ -466,7 +461,6 @@ class Incidents:
                     {"text": text},
                     f"{kind}:{ev.id}",
                     (),
-                    now,
                 )
         self._notify()
 
@@ -544,7 +538,6 @@ class Incidents:
         data: dict[str, Any],
         key: str,
         buttons: Sequence[Button],
-        now: datetime,
         fresh: bool = False,
     ) -> None:
         self.post(
@@ -585,7 +578,7 @@ class Incidents:
         incident.last_update_at = now
         data = self.post_data(incident, now)
         data["text"] = text
-        self._post(s, incident, Destination.incidents(), "update", data, f"update:{ev.id}", (), now)
+        self._post(s, incident, Destination.incidents(), "update", data, f"update:{ev.id}", ())
         self.timers.on_updated(s, incident, now)
 
     def _event(
