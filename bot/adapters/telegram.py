@@ -53,7 +53,7 @@ from bot.adapters.telegram_send import (
 from bot.logs import register_secret
 from bot.messages import Button, Destination, Message, Reply, Room
 from bot.outbox import DeliveryError, Outbound
-from bot.store.models import Incident, OutboxMessage
+from bot.store.models import Confirmation, Incident, OutboxMessage
 from bot.store.models import Room as RoomRow
 
 if TYPE_CHECKING:
@@ -170,8 +170,11 @@ class TelegramAdapter:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
             self._poller = None
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=10)
+        if self._tasks:  # let commands being handled finish, briefly
+            _done, late = await asyncio.wait(set(self._tasks), timeout=10)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         if self._offset is not None and self._started:
             # Confirm what was handled, so a restart does not run those commands again.
             with contextlib.suppress(TelegramError):
@@ -199,6 +202,9 @@ class TelegramAdapter:
     async def _poll(self) -> None:
         backoff = 1.0
         while True:
+            if not self._may_poll():
+                await asyncio.sleep(1.0)
+                continue
             try:
                 updates = await self.bot.get_updates(
                     offset=self._offset,
@@ -225,6 +231,11 @@ class TelegramAdapter:
             for update in updates:
                 self._offset = update.update_id + 1
                 self._dispatch(update)
+
+    def _may_poll(self) -> bool:
+        """Only the leader polls (two pollers would take turns with 409 Conflict, and
+        each update must be handled once); without leadership (tests) this process."""
+        return self.app.leadership is None or self.app.leading
 
     async def webhook(self, request: web.Request) -> web.Response:
         given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
@@ -322,11 +333,26 @@ class TelegramAdapter:
             reply = await self.app.router.handle(message, actor)
             await query.answer(self._toast(reply), show_alert=not reply.ok)
             answered = True
+            if msg is not None and msg.reply_markup is not None:
+                await self._retire_prompt(command, chat_id, msg.message_id)
             await self._reply(chat_id, thread, msg.message_id if msg else None, reply)
         finally:
             if not answered:  # a button must never spin forever
                 with contextlib.suppress(TelegramError):
                     await query.answer()
+
+    async def _retire_prompt(self, command: str, chat_id: int, message_id: int) -> None:
+        """A confirmation prompt loses its Confirm/Cancel buttons once its code is used
+        (confirmed, cancelled or expired); a click by someone else leaves them."""
+        verb, _, code = command.partition(" ")
+        if verb not in ("/confirm", "/cancel"):
+            return
+        with self.app.store.read() as s:
+            pending = s.get(Confirmation, code.strip().upper())
+            used = pending is None or pending.used_at is not None
+        if used:
+            with contextlib.suppress(TelegramError):
+                await self.bot.edit_message_reply_markup(chat_id, message_id, reply_markup=None)
 
     def _toast(self, reply: Reply) -> str:
         text = self.app.renderer.render("telegram", reply.template, reply.data)
@@ -511,8 +537,12 @@ class TelegramAdapter:
             title = str(message.data.get("title") or self._title(number))
             return chat, await self._topic(chat, number, title), None
         announced = self._announcement(number)
-        if announced is not None and announced[0] == "pending":
-            # Lanes run concurrently: wait for the announcement to be out first.
+        for _ in range(30):  # lanes run concurrently: the announcement goes out first
+            if announced is None or announced[0] != "pending":
+                break
+            await asyncio.sleep(0.1)
+            announced = self._announcement(number)
+        else:
             raise DeliveryError("waiting for the announcement to reply to", retry_after=1)
         ref = announced[1] if announced is not None else None
         return chat, None, int(ref["message_id"]) if ref and ref.get("message_id") else None

@@ -51,6 +51,7 @@ from telegram.error import (
     TimedOut,
 )
 
+from bot.logs import scrub
 from bot.outbox import DeliveryError
 
 log = logging.getLogger("pira.telegram")
@@ -70,6 +71,9 @@ class Limits:
     per_chat: tuple[int, float] = (1, 1.0)
     per_group: tuple[int, float] = (20, 60.0)
     overall: tuple[int, float] = (30, 1.0)
+    # Added to every window: requests reach Telegram a little later or closer together
+    # than they left here, and a 429 costs far more than this.
+    margin: float = 0.05
 
 
 class RateLimiter:
@@ -103,16 +107,34 @@ class RateLimiter:
                 self._events[key].append(now)
         return longest
 
-    async def acquire(self, chat_id: int, max_wait: float) -> None:
+    async def acquire(self, chat_id: int, max_wait: float) -> float:
         """Wait for a slot; a longer wait than ``max_wait`` postpones the post instead
-        (the outbox keeps the room's order and retries after ``retry_after``)."""
+        (the outbox keeps the room's order and retries after ``retry_after``).
+        Returns the slot's time, for :meth:`done`."""
         while True:
-            wait = self.wait(chat_id, time.monotonic())
+            now = time.monotonic()
+            wait = self.wait(chat_id, now)
             if wait <= 0:
-                return
+                return now
             if wait > max_wait:
                 raise DeliveryError("rate limit (client side)", retry_after=wait)
             await asyncio.sleep(wait)
+
+    def done(self, chat_id: int, slot: float) -> None:
+        """Move a slot to when the request finished. Telegram saw it somewhere between
+        start and finish; counting from the finish keeps two messages of one chat a
+        full window apart however long the first one took to get there."""
+        now = time.monotonic()
+        for key, _limit, _span in self._windows(chat_id):
+            q = self._events.get(key)
+            if not q:
+                continue
+            for i in range(len(q) - 1, -1, -1):
+                if q[i] == slot:
+                    q[i] = now
+                    break
+            if any(q[i] > q[i + 1] for i in range(len(q) - 1)):
+                self._events[key] = deque(sorted(q))
 
 
 # ---- splitting -------------------------------------------------------------------------
@@ -183,9 +205,9 @@ def not_sent(exc: TelegramError) -> bool:
 
 
 def as_delivery_error(exc: TelegramError, what: str) -> DeliveryError:
-    """Map a Bot API error to the outbox's retry policy. Messages never carry the token
-    (PTB does not put URLs in errors, and logs are scrubbed anyway)."""
-    reason = f"{what}: {type(exc).__name__}: {exc}"[:300]
+    """Map a Bot API error to the outbox's retry policy. The reason is scrubbed of
+    secrets: it is stored in the outbox row and logged."""
+    reason = scrub(f"{what}: {type(exc).__name__}: {exc}")[:300]  # stored in the outbox row
     if isinstance(exc, RetryAfter):
         return DeliveryError(reason, retry_after=retry_after_seconds(exc))
     if isinstance(exc, ChatMigrated):
@@ -296,7 +318,7 @@ class ChatSender:
                 del self._uncertain[token]
                 if found is not None:
                     return found
-            await self.limiter.acquire(chat_id, max_wait)
+            slot = await self.limiter.acquire(chat_id, max_wait)
             before = self._frontier.get(chat_id)
             try:
                 message = await self.bot.send_message(
@@ -315,10 +337,12 @@ class ChatSender:
                     write_timeout=self.send_timeout,
                 )
             except TelegramError as exc:
+                self.limiter.done(chat_id, slot)
                 uncertain = isinstance(exc, NetworkError) and not isinstance(exc, BadRequest)
                 if uncertain and not not_sent(exc):
                     return await self._after_lost_answer(chat_id, before, text, markup, token, exc)
                 raise as_delivery_error(exc, "sendMessage") from exc
+            self.limiter.done(chat_id, slot)
             self.saw(chat_id, message.message_id)
             return message.message_id
 
@@ -416,7 +440,7 @@ class ChatSender:
         parts = split_text(text)
         body = parts[0] if len(parts) == 1 else parts[0].rstrip() + "\n…"
         async with self._lock(chat_id):
-            await self.limiter.acquire(chat_id, max_wait)
+            slot = await self.limiter.acquire(chat_id, max_wait)
             try:
                 await self.bot.edit_message_text(
                     body,
@@ -432,6 +456,8 @@ class ChatSender:
                 if is_not_modified(exc):
                     return
                 raise as_delivery_error(exc, "editMessageText") from exc
+            finally:
+                self.limiter.done(chat_id, slot)
 
 
 def keyboard_rows(buttons: Sequence[tuple[str, str]], per_row: int = 3) -> list[list[Any]]:
