@@ -228,11 +228,19 @@ async def confirm_kill(ctx: Context, args: KillArgs) -> str:
     _check_incident(ctx, args.number)
     cluster = await cluster_of(ctx)
     try:
-        pod = await cluster.pod(args.pod)
+        # The platform's pods (namespace + selector): RBAC cannot restrict deletes by label,
+        # so the bot refuses anything else before even asking for confirmation.
+        platform = {p.name: p for p in await cluster.pods()}
+        pod = platform.get(args.pod) or await cluster.pod(args.pod)
     except NotFound:
         raise InvalidInput(f"there is no pod {args.pod} in namespace {cluster.namespace}") from None
     except ClusterError as exc:
         raise InvalidInput(str(exc)) from None
+    if pod.name not in platform:
+        raise InvalidInput(
+            f"pod {pod.name} is not one of the platform's pods ({cluster.selector}); "
+            "/kill only deletes its driver pods"
+        )
     if pod.role != "driver":
         raise InvalidInput(
             f"pod {pod.name} is not a Spark driver (spark-role: {pod.role or 'none'}); "
