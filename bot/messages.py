@@ -59,14 +59,17 @@ class Reply:
     data: dict[str, Any] = field(default_factory=dict)
     buttons: tuple[Button, ...] = ()
     ok: bool = True
+    # For the audit log: what happened, when it is not plain ok/rejected (e.g. "failed":
+    # the platform's API refused an action).
+    outcome: str | None = None
 
     @classmethod
     def plain(cls, text: str, *, ok: bool = True, buttons: tuple[Button, ...] = ()) -> Reply:
         return cls(template="text", data={"text": text}, ok=ok, buttons=buttons)
 
     @classmethod
-    def error(cls, text: str) -> Reply:
-        return cls.plain(text, ok=False)
+    def error(cls, text: str, *, outcome: str | None = None) -> Reply:
+        return cls(template="text", data={"text": text}, ok=False, outcome=outcome)
 
 
 @dataclass(frozen=True)

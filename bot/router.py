@@ -247,13 +247,11 @@ class Router:
                 self.audit(ctx.actor, ctx.source, text, "failed", "internal error")
             return reply
         if command.audit:
-            self.audit(
-                ctx.actor,
-                ctx.source,
-                text,
-                "ok" if reply.ok else "rejected",
-                reply.data.get("text", "")[:500] if not reply.ok else "",
-            )
+            # The reply's own text is the detail: an action's answer from the API, or
+            # why it was rejected.
+            outcome = reply.outcome or ("ok" if reply.ok else "rejected")
+            detail = str(reply.data.get("text", ""))[:500]
+            self.audit(ctx.actor, ctx.source, text, outcome, detail)
         return reply
 
     async def _ask(self, command: Command[Any], ctx: Context, args: Any, text: str) -> Reply:

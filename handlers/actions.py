@@ -65,14 +65,14 @@ def _note(ctx: Context, number: int | None, text: str) -> None:
 
 
 def _failed(ctx: Context, number: int | None, command: str, exc: ClusterError) -> Reply:
-    """Audit the API's answer as ``failed``, tell the timeline and the person."""
-    ctx.app.router.audit(ctx.actor, ctx.source, command, "failed", str(exc)[:500])
+    """Tell the timeline and the person; the router audits it as ``failed`` with this
+    answer."""
     if isinstance(exc, ClusterUnavailable):
         answer = f"{exc}. It may or may not have been applied: check with /health."
     else:
         answer = f"the API server refused it: {exc}."
     _note(ctx, number, f"{command} by {ctx.actor.handle} failed: {exc}")
-    return Reply.error(f"{command} failed; {answer}")
+    return Reply.error(f"{command} failed; {answer}", outcome="failed")
 
 
 def _trailing_incident(a: Args, number: int | None) -> int | None:
