@@ -260,15 +260,7 @@ class Incidents:
                 incident.commander = by.handle
                 text += "; commander now " + by.handle
             ev = self._event(s, incident, by, source, "acknowledged", text, now)
-            self._post(
-                s,
-                incident,
-                Destination.incident(number),
-                "text",
-                {"text": f"✋ #{number} {text}."},
-                f"ack:{ev.id}",
-                (),
-            )
+            self._room(s, incident, f"✋ #{number} {text}.", f"ack:{ev.id}")
             self.timers.on_acknowledged(s, incident, now)
             self._refresh_announcement(s, incident, "ack")
         self._notify()
@@ -340,15 +332,7 @@ class Incidents:
             incident = self._load_open(s, number)
             incident.commander = person
             ev = self._event(s, incident, by, source, "commander", f"commander: {person}", now)
-            self._post(
-                s,
-                incident,
-                Destination.incident(number),
-                "text",
-                {"text": f"#{number} commander is now @{person}."},
-                f"commander:{ev.id}",
-                (),
-            )
+            self._room(s, incident, f"#{number} commander is now @{person}.", f"commander:{ev.id}")
         self._notify()
         return Outcome(incident, f"#{number} commander is now @{person}.")
 
@@ -359,15 +343,7 @@ class Incidents:
             incident = self._load_open(s, number)
             incident.impact = text
             ev = self._event(s, incident, by, source, "impact", f"impact: {text}", now)
-            self._post(
-                s,
-                incident,
-                Destination.incident(number),
-                "text",
-                {"text": f"#{number} impact: {text}"},
-                f"impact:{ev.id}",
-                (),
-            )
+            self._room(s, incident, f"#{number} impact: {text}", f"impact:{ev.id}")
         self._notify()
         return Outcome(incident, f"#{number} impact recorded.")
 
@@ -453,15 +429,7 @@ class Incidents:
             incident = self._load(s, number)
             ev = self._event(s, incident, by, source, kind, text, now)
             if post:
-                self._post(
-                    s,
-                    incident,
-                    Destination.incident(number),
-                    "text",
-                    {"text": text},
-                    f"{kind}:{ev.id}",
-                    (),
-                )
+                self._room(s, incident, text, f"{kind}:{ev.id}")
         self._notify()
 
     # ---- shared pieces ---------------------------------------------------
@@ -549,6 +517,12 @@ class Incidents:
             f"inc{incident.number}:{key}",
             buttons,
             fresh=fresh,
+        )
+
+    def _room(self, s: Session, incident: Incident, text: str, key: str) -> None:
+        """A line in the incident's own room."""
+        self._post(
+            s, incident, Destination.incident(incident.number), "text", {"text": text}, key, ()
         )
 
     def _refresh_announcement(self, s: Session, incident: Incident, reason: str) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -287,38 +286,6 @@ async def test_closed_port_is_unavailable_quickly() -> None:
     finally:
         client.close()
     assert time.monotonic() - started < 2.0
-
-
-@pytest.fixture
-def hanging_server() -> Iterator[str]:
-    """A loopback socket that accepts connections and never answers."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind((LOOPBACK, 0))
-    listener.listen(16)
-    listener.settimeout(0.2)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            held.append(conn)
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{LOOPBACK}:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        for conn in held:
-            conn.close()
-        listener.close()
 
 
 async def test_hanging_server_times_out(hanging_server: str) -> None:
