@@ -95,6 +95,4 @@ def manifest_yaml(base_url: str = EXAMPLE_URL) -> str:
         "#   pira slack manifest --url https://your-host\n"
         "# For Socket Mode set settings.socket_mode_enabled: true (the URLs are then unused).\n"
     )
-    return head + yaml.safe_dump(
-        manifest(base_url), sort_keys=False, allow_unicode=True, width=100
-    )
+    return head + yaml.safe_dump(manifest(base_url), sort_keys=False, allow_unicode=True, width=100)

@@ -596,6 +596,7 @@ class FakeSlack(FakeServer):
         "conversations.invite": "channels:manage",
         "conversations.join": "channels:join",
         "conversations.history": "channels:history",
+        "conversations.list": "channels:read",
         "chat.postMessage": "chat:write",
         "users.info": "users:read",
     }
@@ -954,6 +955,7 @@ class FakeSlack(FakeServer):
             "conversations.invite": self._conv_invite,
             "conversations.join": self._conv_join,
             "conversations.info": self._conv_info,
+            "conversations.list": self._conv_list,
             "conversations.history": self._conv_history,
             "conversations.replies": self._conv_replies,
             "users.info": self._users_info,
@@ -1128,6 +1130,16 @@ class FakeSlack(FakeServer):
 
     def _conv_info(self, p: JSONDict) -> JSONDict:
         return {"channel": self._channel(p).to_api()}
+
+    def _conv_list(self, p: JSONDict) -> JSONDict:
+        types = str(p.get("types") or "public_channel").split(",")
+        chans = [
+            c.to_api()
+            for c in self.channels.values()
+            if not c.is_im and ("private_channel" if c.is_private else "public_channel") in types
+        ]
+        page = self._page(chans, p)
+        return {"channels": page.pop("messages"), **page}
 
     def _page(self, msgs: list[JSONDict], p: JSONDict) -> JSONDict:
         limit = int(p.get("limit") or 100)
