@@ -227,7 +227,7 @@ class Incidents:
         s.flush()
         self._event(s, incident, by, source, "declared", f"declared [{severity}] {title}", now)
         data = self.post_data(incident, now)
-        ack = (Button("Acknowledge", f"/ack #{number}", "primary"),)
+        ack = self.buttons(incident)
         # A new number: its posts' keys cannot exist yet (no look-up, no autoflush).
         self._post(
             s, incident, Destination.incidents(), "announce", data, "announce", ack, fresh=True
@@ -525,14 +525,32 @@ class Incidents:
             s, incident, Destination.incident(incident.number), "text", {"text": text}, key, ()
         )
 
+    @staticmethod
+    def buttons(incident: Incident) -> tuple[Button, ...]:
+        """What an announcement offers, following the incident's state."""
+        if not incident.is_open:
+            return ()
+        n = incident.number
+        offered = [
+            Button("Post update", f"/update #{n}", prompt=f"What's new on #{n}?"),
+            Button(
+                "Resolve",
+                f"/resolve #{n}",
+                "danger",
+                prompt=f"Root cause of #{n} (add ' -- ' and the resolution if you like)",
+            ),
+        ]
+        if incident.acknowledged_at is None:
+            offered.insert(0, Button("Acknowledge", f"/ack #{n}", "primary"))
+        return tuple(offered)
+
     def _refresh_announcement(self, s: Session, incident: Incident, reason: str) -> None:
         """Edit the Initial Announcement in place on platforms that can (buttons follow
-        state: an acknowledged incident no longer offers Acknowledge)."""
+        state: an acknowledged incident no longer offers Acknowledge, a resolved one
+        nothing)."""
         now = self.clock.now()
         data = self.post_data(incident, now)
-        buttons: tuple[Button, ...] = ()
-        if incident.is_open and incident.acknowledged_at is None:
-            buttons = (Button("Acknowledge", f"/ack #{incident.number}", "primary"),)
+        buttons = self.buttons(incident)
         data["acknowledged_by"] = incident.acknowledged_by
         stamp = uuid.uuid4().hex[:16]
         self.post(

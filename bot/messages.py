@@ -35,16 +35,29 @@ class Message:
 
 @dataclass(frozen=True)
 class Button:
+    """A click runs ``command`` as if the clicker typed it. With ``prompt``, the
+    platform first asks the clicker for text (a Slack modal, a Telegram reply) and
+    runs ``command`` followed by that text."""
+
     label: str
     command: str
     style: str = "default"  # default | primary | danger
+    prompt: str | None = None
 
     def to_json(self) -> dict[str, str]:
-        return {"label": self.label, "command": self.command, "style": self.style}
+        data = {"label": self.label, "command": self.command, "style": self.style}
+        if self.prompt:
+            data["prompt"] = self.prompt
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Button:
-        return cls(label=data["label"], command=data["command"], style=data.get("style", "default"))
+        return cls(
+            label=data["label"],
+            command=data["command"],
+            style=data.get("style", "default"),
+            prompt=data.get("prompt"),
+        )
 
 
 @dataclass(frozen=True)

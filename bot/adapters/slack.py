@@ -25,9 +25,10 @@ from sqlalchemy import select
 
 from bot.adapters import slack_format as fmt
 from bot.adapters.slack_send import SlackSender
+from bot.incidents import Incidents
 from bot.messages import Destination, Message, Reply, Room
 from bot.outbox import Outbound
-from bot.store.models import OutboxMessage
+from bot.store.models import Incident, OutboxMessage
 from bot.store.models import Room as RoomRow
 
 if TYPE_CHECKING:
@@ -84,6 +85,9 @@ class SlackAdapter:
         async def on_mention(event: dict[str, Any]) -> None:
             await self._on_mention(event)
 
+        async def on_submit(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+            await self._on_submit(ack, body, view)
+
         bolt = AsyncApp(
             client=AsyncWebClient(base_url=self.base_url, timeout=10),
             authorize=authorize,
@@ -97,6 +101,7 @@ class SlackAdapter:
             bolt.command(f"/{name}")(on_command)
         bolt.action(re.compile(r"^pira:"))(on_action)
         bolt.event("app_mention")(on_mention)
+        bolt.view(fmt.PROMPT_CALLBACK)(on_submit)
         self.bolt = bolt
         if socket:
             from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
@@ -184,6 +189,12 @@ class SlackAdapter:
         container = body.get("container") or {}
         channel = (body.get("channel") or {}).get("id") or container.get("channel_id", "")
         thread = container.get("thread_ts")
+        asked = fmt.asked(str(action.get("value", "")))
+        if str(action.get("action_id", "")).startswith(fmt.ASK_ACTION) and asked is not None:
+            # At once, not spawned: the trigger_id is valid for 3 s after the click.
+            label = str((action.get("text") or {}).get("text", ""))
+            await self._ask(body, respond, label, *asked, str(channel), thread)
+            return
         clicked = {"channel": channel, "ts": container.get("message_ts"), "thread_ts": thread}
         message = Message(
             platform="slack",
@@ -203,6 +214,67 @@ class SlackAdapter:
                 mark=None if ephemeral else (body.get("message") or {}, label),
             )
         )
+
+    async def _ask(
+        self,
+        body: dict[str, Any],
+        respond: Any,
+        label: str,
+        command: str,
+        prompt: str,
+        channel: str,
+        thread: str | None,
+    ) -> None:
+        """A prompting button: a modal asks for the text; its submission runs the command."""
+        meta = {"command": command, "channel": channel, "thread_ts": thread}
+        try:
+            view = fmt.prompt_view(label, prompt, meta)
+            await self.client.views_open(trigger_id=str(body.get("trigger_id") or ""), view=view)
+        except Exception as exc:
+            log.warning("slack: prompt not opened", extra={"error": str(exc)[:120]})
+            usage = f"Could not ask here; type `{command} <text>` instead."
+            with contextlib.suppress(Exception):
+                await respond(response_type="ephemeral", replace_original=False, text=usage)
+
+    async def _on_submit(
+        self, ack: Callable[..., Awaitable[Any]], body: dict[str, Any], view: dict[str, Any]
+    ) -> None:
+        meta, text = fmt.submitted(view)
+        command = str(meta.get("command") or "")
+        if not text:
+            errors = {fmt.PROMPT_BLOCK: "Write something first; nothing was done."}
+            await ack(response_action="errors", errors=errors)
+            return
+        await ack()  # closes the modal; the outcome goes to the person as an ephemeral
+        if not command.startswith("/"):
+            log.warning("slack: prompt submitted without a command")
+            return
+        user = body.get("user") or {}
+        channel, thread = str(meta.get("channel") or ""), meta.get("thread_ts") or None
+        message = Message(
+            platform="slack",
+            user_id=str(user.get("id", "")),
+            text=f"{command} {text}",
+            room=self._room(channel, thread),
+            user_name=str(user.get("username") or user.get("name") or ""),
+            clicked={"channel": channel, "ts": None, "thread_ts": thread},
+        )
+        self._spawn(self._tell(message))
+
+    async def _tell(self, message: Message) -> None:
+        """Run ``message`` and answer the person only: ephemeral where they clicked, a DM
+        if that cannot be (a channel the bot left)."""
+        reply = await self._run(message)
+        body = self._reply_body(reply)
+        room, user = message.room, message.user_id
+        try:
+            await self.client.chat_postEphemeral(
+                channel=room.chat_id, user=user, thread_ts=room.thread_id, **body
+            )
+        except Exception as exc:
+            log.warning("slack ephemeral failed", extra={"error": str(exc)[:120]})
+            with contextlib.suppress(Exception):
+                await self.client.chat_postMessage(channel=user, **body)
 
     async def _on_mention(self, event: dict[str, Any]) -> None:
         """``@pira /ack`` in a thread: slash commands cannot be typed in threads."""
@@ -275,6 +347,9 @@ class SlackAdapter:
         kept.append(
             {"type": "context", "elements": [{"type": "mrkdwn", "text": f"✓ {done} — {who}"}]}
         )
+        still = self._still_offered(message.text, original)
+        if still:  # a ticket acknowledged keeps Post update and Resolve
+            kept.append({"type": "actions", "block_id": "pira-actions", "elements": still})
         try:
             await self.client.chat_update(
                 channel=clicked["channel"],
@@ -284,6 +359,23 @@ class SlackAdapter:
             )
         except Exception as exc:
             log.warning("slack: clicked message not updated", extra={"error": str(exc)[:120]})
+
+    def _still_offered(self, command: str, original: dict[str, Any]) -> list[dict[str, Any]]:
+        """The clicked message's buttons that the incident still offers in its new state."""
+        m = re.search(r"#(\d+)", command)
+        if m is None:
+            return []
+        with self.app.store.read() as s:
+            incident = s.scalar(select(Incident).where(Incident.number == int(m.group(1))))
+            offered = {b.command for b in Incidents.buttons(incident)} if incident else set()
+        out = []
+        for block in original.get("blocks") or []:
+            for element in block.get("elements") or [] if block.get("type") == "actions" else []:
+                value = str(element.get("value", ""))
+                asked = fmt.asked(value)
+                if (asked[0] if asked else value) in offered:
+                    out.append(element)
+        return out
 
     def _is_announcement(self, command: str, clicked: dict[str, Any]) -> bool:
         m = re.search(r"#(\d+)", command)

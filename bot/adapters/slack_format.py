@@ -3,6 +3,7 @@ of slash commands as Slack sends it (``should_escape`` on)."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -12,6 +13,12 @@ from bot.messages import Button
 LIMIT = 3000
 MAX_BLOCKS = 50
 POST_EVENT = "pira_post"  # message metadata event_type carrying the outbox key
+# A button that asks for text first: its action_id starts so, its value is JSON.
+ASK_ACTION = "pira:ask:"
+PROMPT_CALLBACK = "pira_prompt"  # callback_id of the modal asking for that text
+PROMPT_BLOCK = "pira_text"  # block_id / action_id of the modal's text input
+PROMPT_ACTION = "text"
+METADATA_LIMIT = 3000  # Slack's limit for a view's private_metadata
 
 
 def split_message(text: str, limit: int = LIMIT) -> list[str]:
@@ -52,6 +59,13 @@ def button_element(index: int, button: Button) -> dict[str, Any]:
         "text": {"type": "plain_text", "text": button.label[:75], "emoji": True},
         "value": button.command[:2000],
     }
+    if button.prompt:
+        # The click opens a modal: the prompt must travel with the button (value ≤ 2000).
+        element["action_id"] = f"{ASK_ACTION}{index}"
+        element["value"] = json.dumps(
+            {"command": button.command[:1000], "prompt": button.prompt[:900]},
+            ensure_ascii=False,
+        )
     if button.style in ("primary", "danger"):
         element["style"] = button.style
     return element
@@ -72,6 +86,59 @@ def blocks(text: str, buttons: tuple[Button, ...] = ()) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def asked(value: str) -> tuple[str, str] | None:
+    """(command, prompt) of a prompting button's value; None if it is not one."""
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    command, prompt = data.get("command"), data.get("prompt")
+    if not isinstance(command, str) or not command or not isinstance(prompt, str):
+        return None
+    return command, prompt
+
+
+def prompt_view(label: str, prompt: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The modal asking for a prompting button's text; ``metadata`` comes back on submit."""
+    meta = json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))
+    if len(meta) > METADATA_LIMIT:
+        raise ValueError("private_metadata over Slack's limit")
+    return {
+        "type": "modal",
+        "callback_id": PROMPT_CALLBACK,
+        "title": {"type": "plain_text", "text": _unescape(label)[:24] or "PIRA"},
+        "submit": {"type": "plain_text", "text": "Send"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "private_metadata": meta,
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": PROMPT_BLOCK,
+                "label": {"type": "plain_text", "text": prompt[:2000] or label},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": PROMPT_ACTION,
+                    "multiline": True,
+                    "max_length": 2900,
+                },
+            }
+        ],
+    }
+
+
+def submitted(view: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """(metadata, text) of a submitted prompt modal; text stripped, "" when empty."""
+    try:
+        meta = json.loads(view.get("private_metadata") or "{}")
+    except ValueError:
+        meta = {}
+    values = ((view.get("state") or {}).get("values") or {}).get(PROMPT_BLOCK) or {}
+    text = (values.get(PROMPT_ACTION) or {}).get("value") or ""
+    return (meta if isinstance(meta, dict) else {}), str(text).strip()
 
 
 def post_metadata(key: str, part: int) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from telegram import (
 from telegram import (
     BotCommand,
     CallbackQuery,
+    ForceReply,
     InlineKeyboardMarkup,
     Update,
 )
@@ -43,6 +44,14 @@ from telegram import (
 from telegram.error import Conflict, InvalidToken, TelegramError
 from telegram.request import HTTPXRequest
 
+from bot.adapters.telegram_prompts import (
+    PROMPTED,
+    force_reply,
+    prompt_html,
+    prompt_of,
+    prompted_command,
+    short,
+)
 from bot.adapters.telegram_send import (
     ChatSender,
     Limits,
@@ -109,12 +118,15 @@ class TelegramAdapter:
         self.sender = ChatSender(self.bot, RateLimiter(limits), send_timeout=send_timeout)
         self.incidents_chat = app.config.channels.incidents.telegram
         self.username = ""
+        head = env.telegram_token.split(":", 1)[0]
+        self.bot_id = int(head) if head.isdigit() else 0  # getMe's answer replaces it
         self.webhook_secret = ""
         self._forum: dict[int, bool] = {}
         self._topic_locks: dict[int, asyncio.Lock] = {}
         self._chat_locks: dict[int, asyncio.Lock] = {}  # processing order per chat
         self._refs: dict[tuple[int, int], int] = {}  # (chat, message id) → incident id
         self._long_commands: dict[str, str] = {}
+        self._prompts: dict[str, str] = {}  # command → its button's prompt
         self._seen_updates: deque[int] = deque(maxlen=2000)
         self._tasks: set[asyncio.Task[None]] = set()
         self._poller: asyncio.Task[None] | None = None
@@ -144,6 +156,7 @@ class TelegramAdapter:
             log.error("telegram unavailable at start", extra={"error": type(exc).__name__})
             return
         self.username = self.bot.username or ""
+        self.bot_id = self.bot.id
         self._started = True
         await self._set_commands()
         if webhook:
@@ -287,10 +300,23 @@ class TelegramAdapter:
         self.sender.saw(msg.chat.id, msg.message_id)
         text = msg.text or ""
         user = msg.from_user
-        if not text.startswith("/") or user is None or user.is_bot:
+        if user is None or user.is_bot:
+            return
+        asked = self._prompted(msg)
+        if asked is not None:  # the answer to a button's question, whatever it says
+            await self._on_answer(msg, asked)
+            return
+        if not text.startswith("/"):
             return
         command = self._command_text(text)
         if command is None:
+            return
+        await self._run(msg, command)
+
+    async def _run(self, msg: PtbMessage, command: str) -> None:
+        """Run ``command`` as the author of ``msg`` and answer in reply to it."""
+        user = msg.from_user
+        if user is None:
             return
         thread = msg.message_thread_id if msg.is_topic_message else None
         reply_to = msg.reply_to_message.message_id if msg.reply_to_message else None
@@ -320,6 +346,16 @@ class TelegramAdapter:
             chat_id = msg.chat.id if msg else user.id
             if msg is not None:
                 self.sender.saw(chat_id, msg.message_id)
+            if command.startswith(PROMPTED):
+                command = command[len(PROMPTED) :]
+                prompt = self._prompt_for(command)
+                answered = True
+                with contextlib.suppress(TelegramError):  # too old: still ask
+                    await query.answer(f"{short(prompt)}: reply to my message below.")
+                name = user.full_name or user.username or str(user.id)
+                mention = f'<a href="tg://user?id={user.id}">{html.escape(name)}</a>'
+                await self._ask(chat_id, thread, None, command, prompt, mention)
+                return
             room = Room(
                 platform="telegram",
                 chat_id=str(chat_id),
@@ -365,7 +401,18 @@ class TelegramAdapter:
         text = self.app.renderer.render("telegram", reply.template, reply.data)
         if not text.strip():
             return
-        markup = self._markup(reply.buttons)
+        await self._send_now(chat_id, thread, reply_to, text, self._markup(reply.buttons))
+
+    async def _send_now(
+        self,
+        chat_id: int,
+        thread: int | None,
+        reply_to: int | None,
+        text: str,
+        markup: InlineKeyboardMarkup | ForceReply | None,
+    ) -> None:
+        """Send an answer to a person now (not through the outbox), waiting out short
+        rate limits."""
         for _attempt in range(3):
             try:
                 await self.sender.send(
@@ -384,6 +431,68 @@ class TelegramAdapter:
                     )
                     return
                 await asyncio.sleep(exc.retry_after)
+
+    # ---- buttons that ask for text -------------------------------------------------------
+
+    async def _ask(
+        self,
+        chat_id: int,
+        thread: int | None,
+        reply_to: int | None,
+        command: str,
+        prompt: str,
+        mention: str,
+    ) -> None:
+        """Ask for the text of ``command`` with a ForceReply message (see
+        telegram_prompts.py); the answer comes back as a reply to it."""
+        text = prompt_html(command, prompt, mention)
+        await self._send_now(chat_id, thread, reply_to, text, force_reply(prompt))
+
+    def _prompted(self, msg: PtbMessage) -> str | None:
+        """The command whose text ``msg`` answers: a reply to a prompt *the bot itself*
+        sent (a person's message with the same words counts for nothing)."""
+        asked = msg.reply_to_message
+        if asked is None or asked.from_user is None or asked.from_user.id != self.bot_id:
+            return None
+        command = prompted_command(asked.text or "")
+        if command is None:
+            return None
+        name = command.split(" ", 1)[0][1:].lower()
+        return command if name in self.app.router.commands else None
+
+    async def _on_answer(self, msg: PtbMessage, command: str) -> None:
+        answer = (msg.text or msg.caption or "").strip()
+        if answer:
+            await self._run(msg, f"{command} {answer}")
+            return
+        # A sticker, a photo without caption…: ask again, in reply to it.
+        user = msg.from_user
+        asked = msg.reply_to_message
+        if user is None or asked is None:
+            return
+        prompt = prompt_of(asked.text or "") or self._prompt_for(command)
+        name = user.full_name or user.username or str(user.id)
+        mention = f'<a href="tg://user?id={user.id}">{html.escape(name)}</a>'
+        thread = msg.message_thread_id if msg.is_topic_message else None
+        await self._ask(msg.chat.id, thread, msg.message_id, command, prompt, mention)
+
+    def _prompt_for(self, command: str) -> str:
+        """The question of the button that runs ``command``: from this process's
+        memory, else from the posts that carried the button, else a generic one."""
+        if command in self._prompts:
+            return self._prompts[command]
+        with self.app.store.read() as s:
+            bodies = s.scalars(
+                select(OutboxMessage.body)
+                .where(OutboxMessage.platform == "telegram")
+                .order_by(OutboxMessage.id.desc())
+                .limit(2000)
+            ).all()
+        for body in bodies:
+            for b in body.get("buttons", []):
+                if b.get("command") == command and b.get("prompt"):
+                    return str(b["prompt"])
+        return f"Text for {command}?"
 
     # ---- rooms -----------------------------------------------------------------------------
 
@@ -557,13 +666,22 @@ class TelegramAdapter:
     def _markup(self, buttons: tuple[Button, ...]) -> InlineKeyboardMarkup | None:
         if not buttons:
             return None
+        for b in buttons:
+            if b.prompt:
+                self._prompts[b.command] = b.prompt
         return InlineKeyboardMarkup(
-            keyboard_rows([(b.label, self._encode(b.command)) for b in buttons])
+            keyboard_rows([(b.label, self._encode(self._data(b))) for b in buttons])
         )
 
+    @staticmethod
+    def _data(button: Button) -> str:
+        """What a click carries: the command, marked ``p:`` when it asks for text first."""
+        return f"{PROMPTED}{button.command}" if button.prompt else button.command
+
     def _encode(self, command: str) -> str:
-        """callback_data holds the command itself (``/ack #12``); one longer than
-        Telegram's 64 bytes is replaced by a hash, resolved from memory or the outbox."""
+        """callback_data holds the command itself (``/ack #12``, ``p:/update #12``); one
+        longer than Telegram's 64 bytes is replaced by a hash, resolved from memory or
+        the outbox."""
         if len(command.encode()) <= CALLBACK_LIMIT:
             return command
         digest = "h:" + hashlib.sha256(command.encode()).hexdigest()[:32]
@@ -571,7 +689,7 @@ class TelegramAdapter:
         return digest
 
     def _decode(self, data: str) -> str | None:
-        if data.startswith("/"):
+        if data.startswith("/") or data.startswith(PROMPTED + "/"):
             return data
         if not data.startswith("h:"):
             return None
@@ -586,8 +704,9 @@ class TelegramAdapter:
             ).all()
         for body in bodies:
             for b in body.get("buttons", []):
-                if self._encode(b["command"]) == data:
-                    return str(b["command"])
+                full = self._data(Button.from_json(b))
+                if self._encode(full) == data:
+                    return full
         return None
 
 

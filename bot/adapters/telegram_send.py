@@ -38,7 +38,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, ReplyParameters
+from telegram import Bot, ForceReply, InlineKeyboardMarkup, LinkPreviewOptions, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest,
@@ -275,7 +275,7 @@ class ChatSender:
         chat_id: int,
         text: str,
         *,
-        markup: InlineKeyboardMarkup | None = None,
+        markup: InlineKeyboardMarkup | ForceReply | None = None,
         thread_id: int | None = None,
         reply_to: int | None = None,
         key: str | None = None,
@@ -306,7 +306,7 @@ class ChatSender:
         chat_id: int,
         text: str,
         *,
-        markup: InlineKeyboardMarkup | None,
+        markup: InlineKeyboardMarkup | ForceReply | None,
         thread_id: int | None,
         reply_to: int | None,
         token: str | None,
@@ -351,7 +351,7 @@ class ChatSender:
         chat_id: int,
         before: int | None,
         text: str,
-        markup: InlineKeyboardMarkup | None,
+        markup: InlineKeyboardMarkup | ForceReply | None,
         token: str | None,
         exc: TelegramError,
     ) -> int:
@@ -386,11 +386,14 @@ class ChatSender:
         chat_id: int,
         before: int,
         text: str,
-        markup: InlineKeyboardMarkup | None,
+        markup: InlineKeyboardMarkup | ForceReply | None,
         token: str | None,
     ) -> int | None:
         """The id of the message holding exactly ``text``+``markup`` just above ``before``,
         or None when there is none (see the module docstring). Raises on API trouble."""
+        # A ForceReply is not part of the sent message (and cannot be edited in): the
+        # message holds the text alone.
+        keyboard = markup if isinstance(markup, InlineKeyboardMarkup) else None
         misses = 0
         for mid in range(before + 1, before + 1 + PROBE_WINDOW):
             try:
@@ -399,7 +402,7 @@ class ChatSender:
                     chat_id=chat_id,
                     message_id=mid,
                     parse_mode=ParseMode.HTML,
-                    reply_markup=markup,
+                    reply_markup=keyboard,
                     link_preview_options=LinkPreviewOptions(is_disabled=True),
                     read_timeout=self.send_timeout,
                     write_timeout=self.send_timeout,

@@ -27,6 +27,7 @@ from tests.fakes.payloads import (
     slack_interactive_body,
     slack_signed_headers,
     slack_slash_command_body,
+    slack_view_submission,
 )
 from tests.fakes.slack_api import FakeSlack, RecordedCall
 
@@ -156,8 +157,9 @@ def test_slack_flow_over_real_http(fake: FakeSlack, bot: str, db_url: str) -> No
     assert announce.response is not None
     message: dict[str, Any] = announce.response["message"]
     (actions,) = [b for b in message["blocks"] if b["type"] == "actions"]
-    (button,) = actions["elements"]
+    button, *others = actions["elements"]
     assert (button["text"]["text"], button["value"]) == ("Acknowledge", "/ack #1")
+    assert [b["text"]["text"] for b in others] == ["Post update", "Resolve"]
 
     created = fake.wait_for_sync("conversations.create", timeout=15)
     assert created.params["name"] == "incident-1" and created.delivered
@@ -183,7 +185,35 @@ def test_slack_flow_over_real_http(fake: FakeSlack, bot: str, db_url: str) -> No
         "chat.update", lambda c: c.params.get("ts") == message["ts"], timeout=15
     )
     assert "Acknowledged by bob" in update.params["text"]
-    assert not [b for b in update.params["blocks"] if b["type"] == "actions"]
+    (left,) = [b for b in update.params["blocks"] if b["type"] == "actions"]
+    assert [b["text"]["text"] for b in left["elements"]] == ["Post update", "Resolve"]
+
+    # "Post update": a modal asks for the text; its submission posts the Update.
+    payload = slack_block_actions(
+        others[0]["action_id"],
+        others[0]["value"],
+        block_id="pira-actions",
+        user_id="U0BOB",
+        user_name="bob",
+        message_ts=message["ts"],
+        message=message,
+        button_text="Post update",
+    )
+    ibody = slack_interactive_body(payload)
+    assert post(bot, ibody, slack_signed_headers(SECRET, ibody)) == 200
+    view = fake.wait_for_sync("views.open", timeout=15).response["view"]
+    submitted = slack_view_submission(
+        view, {"pira_text": {"text": "executors recovering"}}, user_id="U0BOB", user_name="bob"
+    )
+    ibody = slack_interactive_body(submitted)
+    assert post(bot, ibody, slack_signed_headers(SECRET, ibody)) == 200
+    fake.wait_for_sync(
+        "chat.postMessage",
+        lambda c: c.delivered and "*Update:* executors recovering" in str(c.params.get("text")),
+        timeout=15,
+    )
+    told = fake.wait_for_sync("chat.postEphemeral", timeout=15)
+    assert told.params["user"] == "U0BOB" and "Update for #1 posted" in told.params["text"]
 
     (incident,) = incidents(db_url)
     assert incident.acknowledged_by == "bob" and incident.title == "Spark jobs failing on prod"

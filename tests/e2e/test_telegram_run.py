@@ -19,6 +19,7 @@ import pytest
 from tests.fakes.payloads import (
     tg_callback_query_update,
     tg_command_update,
+    tg_reply_update,
     tg_supergroup_chat,
     tg_user,
 )
@@ -124,7 +125,9 @@ def test_pira_run_long_polling(tmp_path: Path, db_url: str) -> None:
             assert "<b>[P1] Incident: Spark Connect down</b>" in announce.params["text"]
             buttons = announce.params["reply_markup"]["inline_keyboard"][0]
             assert [(b["text"], b["callback_data"]) for b in buttons] == [
-                ("Acknowledge", "/ack #1")
+                ("Acknowledge", "/ack #1"),
+                ("Post update", "p:/update #1"),
+                ("Resolve", "p:/resolve #1"),
             ]
             cq = tg.push_update(
                 tg_callback_query_update(
@@ -137,7 +140,9 @@ def test_pira_run_long_polling(tmp_path: Path, db_url: str) -> None:
                 timeout=30,
             )
             assert edit.params["message_id"] == announce.response["result"]["message_id"]
-            assert "reply_markup" not in edit.params  # the button is gone once acknowledged
+            # Acknowledge is gone once acknowledged; Post update and Resolve stay
+            kept = edit.params["reply_markup"]["inline_keyboard"][0]
+            assert [b["callback_data"] for b in kept] == ["p:/update #1", "p:/resolve #1"]
             tg.wait_for_sync("answerCallbackQuery", timeout=10)
             assert cq["callback_query"]["id"] in tg.answered_callbacks
             proc.send_signal(signal.SIGTERM)
@@ -171,11 +176,33 @@ def test_pira_run_webhook_forum(tmp_path: Path, db_url: str) -> None:
             topic = tg.wait_for_sync("createForumTopic", lambda c: c.delivered, timeout=30)
             assert topic.params["name"] == "incident-1 Driver OOM"
             thread = topic.response["result"]["message_thread_id"]
-            tg.wait_for_sync(
+            ticket = tg.wait_for_sync(
                 "sendMessage",
                 lambda c: c.delivered and c.params.get("message_thread_id") == thread,
                 timeout=30,
             )
+            # the ticket's Post update button asks in the topic; the reply posts the update
+            click = tg_callback_query_update(
+                "p:/update #1", message=ticket.response["result"], from_user=ALICE
+            )
+            assert tg.deliver_webhook_sync(click)[0] == 200
+            ask = tg.wait_for_sync(
+                "sendMessage",
+                lambda c: c.delivered and "force_reply" in c.params.get("reply_markup", {}),
+                timeout=30,
+            )
+            assert ask.params["message_thread_id"] == thread
+            assert click["callback_query"]["id"] in tg.answered_callbacks
+            answer = tg_reply_update(
+                "driver restarted", reply_to=ask.response["result"], from_user=ALICE
+            )
+            assert tg.deliver_webhook_sync(answer)[0] == 200
+            update = tg.wait_for_sync(
+                "sendMessage",
+                lambda c: c.delivered and "Incident Update: Driver OOM" in c.params["text"],
+                timeout=30,
+            )
+            assert "driver restarted" in update.params["text"]
             texts = [m["text"] for m in tg.sent_messages(FORUM["id"])]
             assert not any("Forged" in t for t in texts)
             assert not tg.calls("getUpdates")

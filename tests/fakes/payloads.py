@@ -164,6 +164,64 @@ def slack_block_actions(
     return p
 
 
+def slack_view_submission(
+    view: JSONDict | None = None,
+    values: dict[str, dict[str, str | None]] | None = None,
+    *,
+    callback_id: str | None = None,
+    private_metadata: str | None = None,
+    user_id: str = "U0ALICE",
+    user_name: str = "alice",
+    team_id: str = "T0PIRA001",
+    api_app_id: str = "A0PIRA001",
+) -> JSONDict:
+    """A ``view_submission`` payload: someone pressed Submit on a modal. ``view`` is the view
+    as opened (e.g. ``FakeSlack.views[-1]``); ``values`` maps block_id → action_id → typed
+    text (``None``: left empty) for ``plain_text_input`` elements."""
+    v: JSONDict = copy.deepcopy(view) if view is not None else {}
+    v.setdefault("id", f"V{next(_ids):010d}")
+    v.setdefault("team_id", team_id)
+    v.setdefault("type", "modal")
+    v.setdefault("blocks", [])
+    v.setdefault("title", {"type": "plain_text", "text": "PIRA", "emoji": True})
+    v.setdefault("private_metadata", "")
+    v.setdefault("callback_id", "")
+    v.setdefault("hash", f"{int(time.time())}.{secrets.token_hex(4)}")
+    v.setdefault("clear_on_close", False)
+    v.setdefault("notify_on_close", False)
+    v.setdefault("previous_view_id", None)
+    v.setdefault("root_view_id", v["id"])
+    v.setdefault("app_id", api_app_id)
+    v.setdefault("external_id", "")
+    v.setdefault("app_installed_team_id", team_id)
+    v.setdefault("bot_id", "B0PIRABOT")
+    if callback_id is not None:
+        v["callback_id"] = callback_id
+    if private_metadata is not None:
+        v["private_metadata"] = private_metadata
+    v["state"] = {
+        "values": {
+            block: {
+                action: {"type": "plain_text_input", "value": text}
+                for action, text in actions.items()
+            }
+            for block, actions in (values or {}).items()
+        }
+    }
+    return {
+        "type": "view_submission",
+        "team": {"id": team_id, "domain": "pira-test"},
+        "user": {"id": user_id, "username": user_name, "name": user_name, "team_id": team_id},
+        "api_app_id": api_app_id,
+        "token": "gIkuvaNzQIHg97ATvDxqgjtO",
+        "trigger_id": _trigger_id(),
+        "view": v,
+        "response_urls": [],
+        "is_enterprise_install": False,
+        "enterprise": None,
+    }
+
+
 def slack_interactive_body(payload: JSONDict) -> str:
     """Form-encoded body of an interactivity request: ``payload=<url-encoded JSON>``."""
     return urlencode({"payload": json.dumps(payload, separators=(",", ":"))})
@@ -317,3 +375,48 @@ def tg_callback_query_update(
     tpl["chat_instance"] = chat_instance
     tpl["data"] = data
     return tg_update(callback_query=tpl)
+
+
+def tg_reply_message(
+    text: str | None,
+    *,
+    reply_to: JSONDict,
+    from_user: JSONDict | None = None,
+    message_id: int | None = None,
+    date: int | None = None,
+) -> JSONDict:
+    """A person's message answering ``reply_to`` (a message dict, e.g. the ``result`` of a
+    recorded sendMessage: the bot as ``from``), in its chat and forum topic. ``text=None``
+    gives a photo without caption: a reply that carries no text."""
+    from_user = from_user or tg_user()
+    msg: JSONDict = {
+        "message_id": message_id if message_id is not None else next(_message_ids),
+        "from": from_user,
+        "chat": copy.deepcopy(reply_to["chat"]),
+        "date": date if date is not None else int(time.time()),
+    }
+    if text is None:
+        msg["photo"] = [
+            {
+                "file_id": "AgACAgIAAxkBAAIBZ2pira",
+                "file_unique_id": "AQADpira",
+                "width": 90,
+                "height": 90,
+                "file_size": 1234,
+            }
+        ]
+    else:
+        msg["text"] = text
+    if reply_to.get("message_thread_id") is not None:
+        msg["message_thread_id"] = reply_to["message_thread_id"]
+        if reply_to.get("is_topic_message"):
+            msg["is_topic_message"] = True
+    replied = copy.deepcopy(reply_to)
+    replied.pop("reply_to_message", None)  # Telegram nests one level only
+    msg["reply_to_message"] = replied
+    return msg
+
+
+def tg_reply_update(text: str | None, **kwargs: Any) -> JSONDict:
+    """Update with a reply message; kwargs as :func:`tg_reply_message`."""
+    return tg_update(message=tg_reply_message(text, **kwargs))

@@ -620,6 +620,8 @@ class FakeSlack(FakeServer):
         self.users: dict[str, JSONDict] = {}
         self.history: dict[str, list[JSONDict]] = {}
         self.ephemeral: list[JSONDict] = []
+        self.views: list[JSONDict] = []  # modals opened by views.open (as answered)
+        self._triggers_used: set[str] = set()
         self.response_posts: list[RecordedCall] = []
         self.socket_acks: list[SocketAck] = []
         self.socket_messages: list[JSONDict] = []  # every text frame the client sent
@@ -959,6 +961,7 @@ class FakeSlack(FakeServer):
             "conversations.history": self._conv_history,
             "conversations.replies": self._conv_replies,
             "users.info": self._users_info,
+            "views.open": self._views_open,
         }
 
     def _auth_test(self, p: JSONDict) -> JSONDict:
@@ -1177,6 +1180,52 @@ class FakeSlack(FakeServer):
         root = parent.get("thread_ts", parent["ts"])
         msgs = [m for m in self.history[ch.id] if m["ts"] == root or m.get("thread_ts") == root]
         return self._page(msgs, p)
+
+    _TRIGGER_RE = re.compile(r"^\d+\.\d+\.[0-9a-f]{8,}$")
+
+    def _views_open(self, p: JSONDict) -> JSONDict:
+        """A modal for a click's ``trigger_id`` (each trigger opens one view, as on Slack)."""
+        trigger = str(p.get("trigger_id") or "")
+        if not self._TRIGGER_RE.match(trigger):
+            raise SlackError("invalid_trigger_id")
+        if trigger in self._triggers_used:
+            raise SlackError("exchanged_trigger_id")
+        view = p.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        if not isinstance(view, dict) or view.get("type") != "modal":
+            raise SlackError("invalid_arguments")
+        problems = []
+        title = (view.get("title") or {}).get("text") or ""
+        if not title or len(title) > 24:
+            problems.append("[ERROR] must be 1-24 characters [json-pointer:/view/title/text]")
+        if len(str(view.get("private_metadata") or "")) > 3000:
+            problems.append("[ERROR] must be at most 3000 characters [/view/private_metadata]")
+        if len(str(view.get("callback_id") or "")) > 255:
+            problems.append("[ERROR] must be at most 255 characters [/view/callback_id]")
+        blocks = view.get("blocks")
+        if not isinstance(blocks, list) or not 1 <= len(blocks) <= 100:
+            problems.append("[ERROR] must have 1-100 blocks [json-pointer:/view/blocks]")
+        if problems:
+            raise SlackError("invalid_arguments", response_metadata={"messages": problems})
+        self._triggers_used.add(trigger)
+        opened = {
+            "id": f"V{next(self._id_counter):010d}",
+            "team_id": self.TEAM_ID,
+            "app_id": self.APP_ID,
+            "bot_id": self.BOT_ID,
+            "state": {"values": {}},
+            "hash": f"{int(time.time())}.{secrets.token_hex(4)}",
+            "private_metadata": "",
+            "callback_id": "",
+            "root_view_id": None,
+            "previous_view_id": None,
+            "external_id": "",
+            **view,
+        }
+        opened["root_view_id"] = opened["root_view_id"] or opened["id"]
+        self.views.append(opened)
+        return {"view": dict(opened)}
 
     def _users_info(self, p: JSONDict) -> JSONDict:
         user = self.users.get(str(p.get("user") or ""))

@@ -306,6 +306,7 @@ class FakeTelegram(FakeServer):
         """POST an update to the webhook (registered via setWebhook unless ``url`` given), with
         ``X-Telegram-Bot-Api-Secret-Token`` as Telegram does. Loopback URLs only."""
         target, headers = self._webhook_target(url, secret_token)
+        self._open_callback(update)
         async with (
             aiohttp.ClientSession() as session,
             session.post(
@@ -318,6 +319,7 @@ class FakeTelegram(FakeServer):
         self, update: JSONDict, url: str | None = None, secret_token: str | None = None
     ) -> tuple[int, str]:
         target, headers = self._webhook_target(url, secret_token)
+        self._open_callback(update)
         req = urllib.request.Request(
             target,
             data=json.dumps(update).encode(),
@@ -329,6 +331,13 @@ class FakeTelegram(FakeServer):
                 return resp.status, resp.read().decode()
         except urllib.error.HTTPError as err:
             return err.code, err.read().decode()
+
+    def _open_callback(self, update: JSONDict) -> None:
+        """A callback query sent by webhook may be answered, as one served by getUpdates."""
+        cq = update.get("callback_query")
+        if isinstance(cq, dict):
+            with self._lock:
+                self._open_callbacks.add(str(cq["id"]))
 
     def _webhook_target(self, url: str | None, secret: str | None) -> tuple[str, dict[str, str]]:
         hook = self.webhook or {}

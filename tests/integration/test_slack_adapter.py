@@ -28,6 +28,7 @@ from tests.fakes.payloads import (
     slack_signed_headers,
     slack_slash_command,
     slack_slash_command_body,
+    slack_view_submission,
 )
 from tests.fakes.slack_api import FakeSlack, RecordedCall
 
@@ -82,10 +83,12 @@ class Bot:
         user: str,
         *,
         ephemeral: bool = False,
+        label: str | None = None,
         **kw: Any,
     ) -> str:
-        """Click the first button of a message the bot posted."""
-        button = next(b for b in message["blocks"] if b["type"] == "actions")["elements"][0]
+        """Click the first button (or the one labelled ``label``) of a message the bot posted."""
+        elements = next(b for b in message["blocks"] if b["type"] == "actions")["elements"]
+        button = next(e for e in elements if label in (None, e["text"]["text"]))
         url = self.slack.response_url("actions")
         payload = slack_block_actions(
             button["action_id"],
@@ -106,6 +109,19 @@ class Bot:
         status, _ = await self.post(body)
         assert status == 200
         return url
+
+    async def submit(
+        self, view: dict[str, Any], text: str | None, user: str = "U0ALICE"
+    ) -> tuple[int, str]:
+        """Press Submit on a modal the bot opened, with ``text`` typed in its input."""
+        (block,) = view["blocks"]
+        payload = slack_view_submission(
+            view,
+            {block["block_id"]: {block["element"]["action_id"]: text}},
+            user_id=user,
+            user_name={"U0ALICE": "alice", "U0BOB": "bob"}.get(user, "carol"),
+        )
+        return await self.post(slack_interactive_body(payload))
 
     async def reply(self, url: str) -> RecordedCall:
         path = url.removeprefix(self.slack.root_url)
@@ -206,8 +222,12 @@ async def test_incident_command_announces_opens_channel_and_ack_click_updates(
         assert "&lt;!channel&gt;" in text and "<!channel>" not in text
         assert "&amp; out" in text and "&amp;amp;" not in text
         assert announce.params["blocks"][0]["text"]["type"] == "mrkdwn"
-        (ack,) = buttons(message_of(announce))
+        ack, update_button, resolve_button = buttons(message_of(announce))
         assert ack["value"] == "/ack #1" and ack["style"] == "primary"
+        assert [update_button["text"]["text"], resolve_button["text"]["text"]] == [
+            "Post update",
+            "Resolve",
+        ]
         assert announce.params["metadata"]["event_payload"]["key"] == "inc1:announce@slack"
 
         created = await slack.wait_for("conversations.create", timeout=10)
@@ -234,7 +254,8 @@ async def test_incident_command_announces_opens_channel_and_ack_click_updates(
         assert update.params["channel"] == "C0INCIDENTS"
         assert update.params["ts"] == announce.response["ts"]
         assert "Acknowledged by bob" in update.params["text"]
-        assert buttons(update.params) == []  # no Acknowledge on an acknowledged incident
+        # No Acknowledge on an acknowledged incident; Post update and Resolve stay.
+        assert [b["text"]["text"] for b in buttons(update.params)] == ["Post update", "Resolve"]
         (incident,) = bot.incidents()
         assert incident.acknowledged_by == "bob" and incident.commander == "bob"
         (message,) = [m for m in slack.messages("C0INCIDENTS") if m["ts"] == update.params["ts"]]
@@ -257,7 +278,7 @@ async def test_forged_and_stale_signatures_are_refused(
         click = slack_interactive_body(slack_block_actions("pira:0", "/incident p0 x"))
         assert (await bot.post(click, secret="nope"))[0] == 401
         # unsigned
-        async with aiohttp.ClientSession() as s, s.post(bot.url, data=body) as r:
+        async with aiohttp.ClientSession() as http, http.post(bot.url, data=body) as r:
             assert r.status == 401
         # The same body correctly signed is accepted: the refusals were the signature's.
         await asyncio.sleep(0.2)
@@ -299,7 +320,8 @@ async def test_socket_mode_round_trip(make_app: Callable[..., App], slack: FakeS
             "chat.postMessage", posted(slack, "C0INCIDENTS", "disk full"), timeout=10
         )
         message = message_of(announce)
-        (button,) = buttons(message)
+        button = buttons(message)[0]
+        assert button["value"] == "/ack #1"
         click_url = slack.response_url("actions")
         payload = slack_block_actions(
             button["action_id"],
@@ -346,8 +368,9 @@ async def test_missing_scope_falls_back_to_a_thread(
         marked = await slack.wait_for(
             "chat.update", lambda c: c.params["ts"] == ticket.response["ts"], timeout=10
         )
-        assert buttons(marked.params) == []
-        assert "<@U0ALICE>" in str(marked.params["blocks"][-1])
+        # Acknowledge goes; what the incident still offers stays under the "who clicked" line.
+        assert [b["text"]["text"] for b in buttons(marked.params)] == ["Post update", "Resolve"]
+        assert "<@U0ALICE>" in str(marked.params["blocks"][-2])
         # Later posts of the incident's room go to the same thread.
         await slack.wait_for(
             "chat.postMessage",
@@ -503,3 +526,169 @@ async def test_mention_in_a_thread_runs_a_command(
         assert answer.params["thread_ts"] == "1764410000.000100"
         assert "#1" in answer.params["text"]
         assert bot.incidents()[0].title == "from a thread"
+
+
+def ephemeral_to(user: str, contains: str) -> Callable[[RecordedCall], bool]:
+    def match(c: RecordedCall) -> bool:
+        return bool(
+            c.delivered and c.params.get("user") == user and contains in str(c.params.get("text"))
+        )
+
+    return match
+
+
+async def declared(bot: Bot, title: str) -> dict[str, Any]:
+    """Declare an incident by slash command; the announcement as Slack holds it."""
+    await bot.command("/incident", f"p2 {title}")
+    announce = await bot.slack.wait_for(
+        "chat.postMessage", posted(bot.slack, "C0INCIDENTS", title), timeout=10
+    )
+    return message_of(announce)
+
+
+async def test_post_update_button_asks_in_a_modal_and_posts_the_update(
+    make_app: Callable[..., App], slack: FakeSlack
+) -> None:
+    async with running(make_app, slack) as bot:
+        announcement = await declared(bot, "executors lost")
+        url = await bot.click(announcement, "C0INCIDENTS", "U0BOB", label="Post update")
+        opened = await slack.wait_for("views.open", timeout=10)
+        assert opened.delivered
+        view = opened.response["view"]
+        (block,) = view["blocks"]
+        assert block["label"]["text"] == "What's new on #1?"
+        assert block["element"]["type"] == "plain_text_input" and block["element"]["multiline"]
+        assert view["callback_id"] == "pira_prompt"
+        meta = json.loads(view["private_metadata"])
+        assert meta["command"] == "/update #1" and meta["channel"] == "C0INCIDENTS"
+        # The click itself answers nothing: the modal asks.
+        assert url.removeprefix(slack.root_url) not in [c.path for c in slack.response_posts]
+
+        # An empty answer is refused in the modal and changes nothing.
+        status, text = await bot.submit(view, "   ", user="U0BOB")
+        assert status == 200
+        refused = json.loads(text)
+        assert refused["response_action"] == "errors"
+        assert refused["errors"]["pira_text"]
+        status, text = await bot.submit(view, None, user="U0BOB")
+        assert status == 200 and json.loads(text)["response_action"] == "errors"
+
+        status, text = await bot.submit(view, "executors recovering", user="U0BOB")
+        assert status == 200 and "errors" not in text
+        update = await slack.wait_for(
+            "chat.postMessage", posted(slack, "C0INCIDENTS", "executors recovering"), timeout=10
+        )
+        assert "*Update:* executors recovering" in update.params["text"]
+        told = await slack.wait_for(
+            "chat.postEphemeral", ephemeral_to("U0BOB", "Update for #1 posted"), timeout=10
+        )
+        assert told.params["channel"] == "C0INCIDENTS" and not told.params.get("thread_ts")
+        # Once: the refused submissions posted nothing.
+        updates = [
+            c
+            for c in slack.calls("chat.postMessage", delivered=True)
+            if "*Update:*" in str(c.params.get("text"))
+        ]
+        assert len(updates) == 1
+        assert len(slack.calls("chat.postEphemeral")) == 1
+        (incident,) = bot.incidents()
+        assert incident.commander is None  # posting an update does not take command
+
+
+async def test_resolve_button_resolves_with_root_cause_and_resolution(
+    make_app: Callable[..., App], slack: FakeSlack
+) -> None:
+    async with running(make_app, slack) as bot:
+        announcement = await declared(bot, "driver crashloop")
+        await bot.click(announcement, "C0INCIDENTS", "U0ALICE", label="Resolve")
+        opened = await slack.wait_for("views.open", timeout=10)
+        view = opened.response["view"]
+        assert view["blocks"][0]["label"]["text"].startswith("Root cause of #1")
+        await bot.submit(view, "driver OOM -- raised memory", user="U0ALICE")
+
+        resolution = await slack.wait_for(
+            "chat.postMessage", posted(slack, "C0INCIDENTS", "Resolved"), timeout=10
+        )
+        assert "driver OOM" in resolution.params["text"]
+        assert "raised memory" in resolution.params["text"]
+        edited = await slack.wait_for(
+            "chat.update", lambda c: c.params["ts"] == announcement["ts"], timeout=10
+        )
+        assert buttons(edited.params) == []  # nothing to click on a resolved incident
+        await slack.wait_for("chat.postEphemeral", ephemeral_to("U0ALICE", "#1"), timeout=10)
+        (incident,) = bot.incidents()
+        assert incident.status == "resolved"
+        assert incident.root_cause == "driver OOM" and incident.resolution == "raised memory"
+
+
+async def test_prompted_action_needs_the_role_and_is_audited(
+    make_app: Callable[..., App], slack: FakeSlack
+) -> None:
+    slack.add_user("U0CAROL", "carol", "Carol Example")
+    async with running(make_app, slack) as bot:
+        announcement = await declared(bot, "queue stuck")
+        await bot.click(announcement, "C0INCIDENTS", "U0ALICE", label="Resolve")
+        view = (await slack.wait_for("views.open", timeout=10)).response["view"]
+        await bot.submit(view, "it fixed itself", user="U0CAROL")
+        told = await slack.wait_for("chat.postEphemeral", timeout=10)
+        assert told.params["user"] == "U0CAROL"
+        assert "needs the responder role" in told.params["text"]
+        (incident,) = bot.incidents()
+        assert incident.status != "resolved" and incident.root_cause is None
+        with bot.app.store.read() as s:
+            entries = list(s.scalars(select(AuditEntry).where(AuditEntry.outcome == "refused")))
+        assert [(e.actor, e.action) for e in entries] == [("carol", "/resolve #1 it fixed itself")]
+        assert slack.calls("chat.update") == []
+
+
+async def test_prompt_in_socket_mode(make_app: Callable[..., App], slack: FakeSlack) -> None:
+    async with running(make_app, slack, socket_mode=True):
+        await slack.wait_for_socket(timeout=10)
+        slack.push_envelope("slash_commands", slack_slash_command("/incident", "p2 slow reads"))
+        announce = await slack.wait_for(
+            "chat.postMessage", posted(slack, "C0INCIDENTS", "slow reads"), timeout=10
+        )
+        message = message_of(announce)
+        button = next(b for b in buttons(message) if b["text"]["text"] == "Post update")
+        payload = slack_block_actions(
+            button["action_id"],
+            button["value"],
+            user_id="U0ALICE",
+            message_ts=message["ts"],
+            message=message,
+            button_text="Post update",
+        )
+        await slack.wait_for_ack(slack.push_envelope("interactive", payload), timeout=5)
+        opened = await slack.wait_for("views.open", timeout=10)
+        assert opened.params["trigger_id"] == payload["trigger_id"]
+        view = opened.response["view"]
+        empty = slack_view_submission(view, {"pira_text": {"text": " "}})
+        ack = await slack.wait_for_ack(slack.push_envelope("interactive", empty), timeout=5)
+        assert (ack.payload or {}).get("response_action") == "errors"
+        typed = slack_view_submission(view, {"pira_text": {"text": "reads fast again"}})
+        ack = await slack.wait_for_ack(slack.push_envelope("interactive", typed), timeout=5)
+        assert not (ack.payload or {}).get("response_action")
+        update = await slack.wait_for(
+            "chat.postMessage", posted(slack, "C0INCIDENTS", "reads fast again"), timeout=10
+        )
+        assert "*Update:* reads fast again" in update.params["text"]
+        await slack.wait_for("chat.postEphemeral", ephemeral_to("U0ALICE", "Update"), timeout=10)
+
+
+async def test_views_open_refuses_an_unknown_or_used_trigger(slack: FakeSlack) -> None:
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.adapters import slack_format as fmt
+
+    client = AsyncWebClient(token=slack.bot_token, base_url=slack.url)
+    view = fmt.prompt_view("Post update", "What's new?", {"command": "/update #1"})
+    for trigger in ("", "not-a-trigger"):
+        with pytest.raises(SlackApiError) as err:
+            await client.views_open(trigger_id=trigger, view=view)
+        assert err.value.response["error"] == "invalid_trigger_id"
+    trigger = slack_block_actions()["trigger_id"]
+    assert (await client.views_open(trigger_id=trigger, view=view))["view"]["id"]
+    with pytest.raises(SlackApiError) as err:
+        await client.views_open(trigger_id=trigger, view=view)
+    assert err.value.response["error"] == "exchanged_trigger_id"

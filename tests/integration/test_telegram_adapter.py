@@ -25,6 +25,7 @@ from tests.fakes.payloads import (
     tg_callback_query_update,
     tg_command_update,
     tg_group_chat,
+    tg_reply_update,
     tg_supergroup_chat,
     tg_user,
 )
@@ -36,6 +37,7 @@ pytestmark = pytest.mark.filterwarnings(
 
 ALICE = tg_user(1001, "Alice", "alice")
 BOB = tg_user(1002, "Bob", "bob")
+CAROL = tg_user(1003, "Carol", "carol")  # not configured: no role
 GROUP = tg_supergroup_chat(-1001111111111, "Incidents", is_forum=False)
 FORUM = tg_supergroup_chat(-1002222222222, "Incidents forum", is_forum=True)
 OTHER = tg_group_chat(-4099999999, "Somewhere else")
@@ -127,7 +129,7 @@ async def test_incident_by_polling_announces_with_keyboard_and_replies_in_chain(
         )
         assert announce.params["parse_mode"] == "HTML"
         assert "<b>[P1] Incident: Spark Connect down</b>" in announce.params["text"]
-        assert callback_data(announce) == ["/ack #1"]
+        assert callback_data(announce) == ["/ack #1", "p:/update #1", "p:/resolve #1"]
         # the ticket goes to incident 1's room: a reply to the announcement (no forum here)
         ticket = await tg.wait_for(
             "sendMessage",
@@ -234,7 +236,8 @@ async def test_callback_acknowledge_edits_announcement(
             lambda c: c.params["message_id"] == result["message_id"] and c.delivered,
         )
         assert "Acknowledged by bob" in edit.params["text"]
-        assert "reply_markup" not in edit.params or not callback_data(edit)
+        # Acknowledge is gone; Post update and Resolve stay while the incident is open
+        assert callback_data(edit) == ["p:/update #1", "p:/resolve #1"]
         assert cq["callback_query"]["id"] in tg.answered_callbacks
         assert bot.app.incidents.get(1).acknowledged_by == "bob"
         # the clicker's answer is posted where the button was
@@ -380,3 +383,192 @@ async def test_confirmation_buttons_retire_after_use(
         )
         assert "reply_markup" not in tg.messages[GROUP["id"]][prompt.message_id]
         assert len(tg.answered_callbacks) == 2
+
+
+# ---- buttons that ask for text (Post update, Resolve) -----------------------------------
+
+
+def force_reply_to(chat: dict[str, Any], command: str) -> Callable[[RecordedCall], bool]:
+    """A delivered prompt asking for the text of ``command`` in ``chat``."""
+
+    def match(call: RecordedCall) -> bool:
+        return (
+            sent_to(chat)(call)
+            and "force_reply" in call.params.get("reply_markup", {})
+            and call.response["result"]["text"].startswith(f"✍️ {command} — ")
+        )
+
+    return match
+
+
+async def declare(tg: FakeTelegram, chat: dict[str, Any]) -> dict[str, Any]:
+    """Declare incident 1 in ``chat`` as alice; the announcement as Telegram holds it."""
+    tg.push_update(tg_command_update("/incident p1 Executors OOM", chat=chat, from_user=ALICE))
+    call = await tg.wait_for(
+        "sendMessage", lambda c: sent_to(chat, markup=True)(c) and "Incident:" in c.params["text"]
+    )
+    return dict(call.response["result"])
+
+
+async def test_post_update_button_asks_then_the_reply_posts_the_update(
+    make_app: Callable[..., App], tg: FakeTelegram
+) -> None:
+    async with running(make_app, tg, GROUP["id"]) as bot:
+        announce = await declare(tg, GROUP)
+        cq = tg.push_update(
+            tg_callback_query_update("p:/update #1", message=announce, from_user=BOB)
+        )
+        ask = await tg.wait_for("sendMessage", force_reply_to(GROUP, "/update #1"))
+        assert cq["callback_query"]["id"] in tg.answered_callbacks
+        assert ask.params["reply_markup"] == {
+            "force_reply": True,
+            "selective": True,
+            "input_field_placeholder": "What's new on #1?",
+        }
+        assert "message_thread_id" not in ask.params  # where the button was: no topic
+        assert 'href="tg://user?id=1002"' in ask.params["text"]  # selective: bob's field
+        prompt = ask.response["result"]
+        assert prompt["text"].startswith("✍️ /update #1 — What's new on #1?")
+        # nothing ran on the click alone
+        assert not [c for c in tg.calls("sendMessage") if "Incident Update" in c.params["text"]]
+
+        reply = tg_reply_update("executors recovering", reply_to=prompt, from_user=BOB)
+        tg.push_update(reply)
+        posted = await tg.wait_for(
+            "sendMessage",
+            lambda c: sent_to(GROUP)(c) and "Incident Update: Executors OOM" in c.params["text"],
+        )
+        assert "executors recovering" in posted.params["text"]
+        done = await tg.wait_for(
+            "sendMessage", lambda c: "Update for #1 posted." in c.params["text"]
+        )
+        assert done.params["reply_parameters"]["message_id"] == reply["message"]["message_id"]
+        incident = bot.app.incidents.get(1)
+        assert any("executors recovering" in e.text for e in incident.timeline)
+
+
+async def test_resolve_button_in_a_forum_topic_resolves_and_clears_the_buttons(
+    make_app: Callable[..., App], tg: FakeTelegram
+) -> None:
+    async with running(make_app, tg, FORUM["id"]) as bot:
+        announce = await declare(tg, FORUM)
+        topic = await tg.wait_for("createForumTopic", lambda c: c.delivered)
+        thread = topic.response["result"]["message_thread_id"]
+        ticket = await tg.wait_for(
+            "sendMessage",
+            lambda c: c.params.get("message_thread_id") == thread and "reply_markup" in c.params,
+        )
+        assert callback_data(ticket)[-1] == "p:/resolve #1"
+        # the ticket's Resolve button, clicked in incident 1's topic: asked there
+        tg.push_update(
+            tg_callback_query_update(
+                "p:/resolve #1", message=ticket.response["result"], from_user=ALICE
+            )
+        )
+        ask = await tg.wait_for("sendMessage", force_reply_to(FORUM, "/resolve #1"))
+        assert ask.params["message_thread_id"] == thread
+        assert ask.params["reply_markup"]["input_field_placeholder"] == "Root cause of #1"
+        prompt = ask.response["result"]
+        assert prompt["message_thread_id"] == thread and prompt["is_topic_message"]
+
+        tg.push_update(
+            tg_reply_update("driver OOM -- raised memory", reply_to=prompt, from_user=ALICE)
+        )
+        edit = await tg.wait_for(
+            "editMessageText",
+            lambda c: (
+                c.delivered
+                and c.params["message_id"] == announce["message_id"]
+                and "reply_markup" not in c.response["result"]
+            ),
+        )
+        assert not callback_data(edit)  # a resolved incident offers nothing
+        done = await tg.wait_for(
+            "sendMessage",
+            lambda c: (
+                "#1" in c.params["text"]
+                and (
+                    c.params.get("message_thread_id") == thread
+                    and c.params.get("reply_parameters") is not None
+                    and "force_reply" not in c.params.get("reply_markup", {})
+                )
+            ),
+        )
+        assert done.params["chat_id"] == FORUM["id"]
+        incident = bot.app.incidents.get(1)
+        assert incident.status == "resolved"
+        assert (incident.root_cause, incident.resolution) == ("driver OOM", "raised memory")
+
+
+async def test_only_answers_to_the_bots_own_prompt_count(
+    make_app: Callable[..., App], tg: FakeTelegram
+) -> None:
+    async with running(make_app, tg, GROUP["id"]) as bot:
+        announce = await declare(tg, GROUP)
+        tg.push_update(tg_callback_query_update("p:/update #1", message=announce, from_user=BOB))
+        ask = await tg.wait_for("sendMessage", force_reply_to(GROUP, "/update #1"))
+        prompt = ask.response["result"]
+
+        # a person's message with the very same words is not a prompt
+        forged = {**prompt, "from": BOB, "message_id": prompt["message_id"] + 500}
+        tg.push_update(tg_reply_update("forged update", reply_to=forged, from_user=ALICE))
+        # a reply without text is asked again, in reply to it
+        empty = tg_reply_update(None, reply_to=prompt, from_user=BOB)
+        sent_before = len(tg.calls("sendMessage"))
+        tg.push_update(empty)
+        again = await tg.wait_for(
+            "sendMessage", force_reply_to(GROUP, "/update #1"), skip=sent_before
+        )
+        assert again.params["reply_parameters"]["message_id"] == empty["message"]["message_id"]
+        assert "What's new on #1?" in again.params["text"]
+        # someone without the responder role answering is refused by the router
+        carol = tg_reply_update("all fine now", reply_to=prompt, from_user=CAROL)
+        tg.push_update(carol)
+        refused = await tg.wait_for(
+            "sendMessage",
+            lambda c: (
+                c.params.get("reply_parameters", {}).get("message_id")
+                == carol["message"]["message_id"]
+            ),
+        )
+        assert "responder" in refused.params["text"]
+        # updates are handled in order per chat: the forged and empty ones came first
+        texts = [c.params["text"] for c in tg.calls("sendMessage")]
+        assert not any("forged update" in t or "all fine now" in t for t in texts)
+        assert not any("Incident Update" in t for t in texts)
+        assert not [e for e in bot.app.incidents.get(1).timeline if "update" in e.kind]
+
+
+async def test_long_prompted_button_is_hashed_and_still_asks(
+    make_app: Callable[..., App], tg: FakeTelegram
+) -> None:
+    from telegram import Bot as PtbBot
+
+    async with running(make_app, tg, GROUP["id"]) as bot:
+        await declare(tg, GROUP)
+        command = "/impact #1 " + "customers of the eu-west spark cluster: " * 2
+        long_prompt = "Which jobs fail, and since when? " * 4
+        keyboard = bot.adapter._markup((Button("Impact", command.strip(), prompt=long_prompt),))
+        assert keyboard is not None
+        (data,) = [b.callback_data for row in keyboard.inline_keyboard for b in row]
+        assert isinstance(data, str) and data.startswith("h:") and len(data.encode()) <= 64
+        async with PtbBot(tg.token, base_url=tg.base_url) as other:
+            sent = await other.send_message(GROUP["id"], "Impact?", reply_markup=keyboard)
+        message = tg.messages[GROUP["id"]][sent.message_id]
+        tg.push_update(tg_callback_query_update(data, message=message, from_user=ALICE))
+        ask = await tg.wait_for("sendMessage", force_reply_to(GROUP, command.strip()))
+        placeholder = ask.params["reply_markup"]["input_field_placeholder"]
+        assert 1 <= len(placeholder) <= 64
+        answer = tg_reply_update("jobs time out", reply_to=ask.response["result"], from_user=ALICE)
+        tg.push_update(answer)
+        done = await tg.wait_for(
+            "sendMessage",
+            lambda c: (
+                c.params.get("reply_parameters", {}).get("message_id")
+                == answer["message"]["message_id"]
+            ),
+        )
+        assert done.params["text"].startswith("#1 "), done.params["text"]
+        assert bot.app.incidents.get(1).impact == command.strip()[len("/impact #1 ") :] + (
+            " jobs time out"
+        )

@@ -101,3 +101,30 @@ def test_cli_prints_the_manifest(capsys: pytest.CaptureFixture[str]) -> None:
         "https://chat.example.net/slack/events"
     )
     assert main(["slack", "manifest", "--url", "not a url"]) == 2
+
+
+def test_prompting_button_carries_command_and_prompt() -> None:
+    plain, asking = fmt.blocks(
+        "x", (Button("Acknowledge", "/ack #3"), Button("Resolve", "/resolve #3", prompt="Why?"))
+    )[-1]["elements"]
+    assert (plain["action_id"], plain["value"]) == ("pira:0", "/ack #3")
+    assert plain["action_id"].startswith("pira:") and not plain["action_id"].startswith(
+        fmt.ASK_ACTION
+    )
+    assert asking["action_id"] == f"{fmt.ASK_ACTION}1"
+    assert fmt.asked(asking["value"]) == ("/resolve #3", "Why?")
+    assert fmt.asked("/ack #3") is None and fmt.asked('["x"]') is None
+
+
+def test_prompt_view_round_trips_and_refuses_oversized_metadata() -> None:
+    meta = {"command": "/update #2", "channel": "C1", "thread_ts": "1.2"}
+    view = fmt.prompt_view("A label much longer than the title", "What's new on #2?", meta)
+    assert len(view["title"]["text"]) <= 24 and view["callback_id"] == fmt.PROMPT_CALLBACK
+    (block,) = view["blocks"]
+    assert block["label"]["text"] == "What's new on #2?"
+    view["state"] = {"values": {block["block_id"]: {"text": {"value": "  all good \n"}}}}
+    assert fmt.submitted(view) == (meta, "all good")
+    view["state"] = {"values": {block["block_id"]: {"text": {"value": None}}}}
+    assert fmt.submitted(view) == (meta, "")
+    with pytest.raises(ValueError):
+        fmt.prompt_view("x", "y", {"command": "/update " + "é" * 3000})
