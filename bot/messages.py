@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-PLATFORMS = ("console", "slack", "telegram")
-
 
 @dataclass(frozen=True)
 class Room:

@@ -145,7 +145,6 @@ class Command(Generic[A]):
     # Destructive commands: a prompt (what will happen) shown before running.
     confirm: Callable[[Context, A], Awaitable[str]] | None = None
     audit: bool = False
-    aliases: tuple[str, ...] = ()
 
 
 @dataclass
