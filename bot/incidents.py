@@ -6,6 +6,7 @@ posts (through the outbox) and its timer changes commit together or not at all.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -153,34 +154,24 @@ class Incidents:
         """Store the ticket, announce it, plan its timers. ``session``: join a caller's
         transaction (several declarations in one commit)."""
         title = check_text(title, "the title", MAX_TITLE)
+        declare = functools.partial(
+            self._declare,
+            severity=severity,
+            title=title,
+            by=by,
+            source=source,
+            started_at=started_at,
+            impact=impact,
+            affected=affected,
+            alert_group_key=alert_group_key,
+            details=details,
+        )
         if session is not None:
-            return self._declare(
-                session,
-                severity,
-                title,
-                by,
-                source,
-                started_at,
-                impact,
-                affected,
-                alert_group_key,
-                details,
-            )
+            return declare(session)
         for attempt in range(5):
             try:
                 with self.store.transaction() as s:
-                    incident = self._declare(
-                        s,
-                        severity,
-                        title,
-                        by,
-                        source,
-                        started_at,
-                        impact,
-                        affected,
-                        alert_group_key,
-                        details,
-                    )
+                    incident = declare(s)
                 self._notify()
                 return incident
             except IntegrityError:
@@ -192,6 +183,7 @@ class Incidents:
     def _declare(
         self,
         s: Session,
+        *,
         severity: str,
         title: str,
         by: Actor,
