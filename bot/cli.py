@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from bot import logs
+from bot.messages import Destination
 from bot.settings import Config, ConfigError, Env, load_config
 
 log = logging.getLogger("pira")
@@ -139,6 +140,13 @@ async def _serve(config: Config, env: Env, *, console: bool, as_user: str | None
     else:
         for chat in app.chat_adapters():
             app.add_adapter(chat)
+            if not chat.reaches(Destination.incidents()):
+                print(
+                    f"pira: warning: {chat.name} is configured but channels.incidents."
+                    f"{chat.name} is not set: announcements will not be posted on "
+                    f"{chat.name}",
+                    file=sys.stderr,
+                )
     try:
         await app.start()
     except Exception as exc:

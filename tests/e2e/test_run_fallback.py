@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -49,3 +50,33 @@ def test_pira_run_on_a_terminal_is_the_console(db_url: str) -> None:
             proc.kill()
             proc.wait()
         os.close(master)
+
+
+def test_pira_run_warns_when_a_platform_has_no_incidents_channel(db_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIRA_")}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env.update(
+        PIRA_DATABASE_URL=db_url,
+        PIRA_SLACK_BOT_TOKEN="xoxb-test-token",
+        PIRA_SLACK_SIGNING_SECRET="secret",
+        PIRA_HTTP_PORT=str(port),
+        PIRA_SLACK_API_URL="http://127.0.0.1:9/api/",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "run"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "slack is configured but channels.incidents.slack is not set" in line
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
