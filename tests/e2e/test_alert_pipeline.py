@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from sqlalchemy import select
 
 from bot.app import App
@@ -30,8 +29,10 @@ from tests.support.driver import Driver
 from tests.support.promstack import (
     LOOPBACK,
     Exporter,
+    alertmanager_config_for_test,
     free_port,
     require_binaries,
+    rules_for_test,
     run_alertmanager,
     run_prometheus,
     wait_for_data,
@@ -39,49 +40,12 @@ from tests.support.promstack import (
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-RULES = ROOT / "deploy" / "prometheus" / "rules.yaml"
-AM_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yaml"
 ALERT = "SparkAllJobsFailing"
 TOKEN = "e2e-token-7d2a"
 CONFIG = {
     "people": {"alice": {"name": "Alice", "roles": ["responder"]}, "bob": {"name": "Bob"}},
     "oncall": {"rotation": {"members": ["alice", "bob"], "start": "2025-01-06"}},
 }
-
-
-def rules_copy(dest: Path) -> Path:
-    """rules.yaml's recording rules (windows 5m → 10s) and the P0 alert (for: 1s)."""
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    kept = []
-    for group in groups:
-        rules = []
-        for rule in group["rules"]:
-            if "record" in rule:
-                rules.append({**rule, "expr": rule["expr"].replace("[5m]", "[10s]")})
-            elif rule["alert"] == ALERT:
-                rules.append({**rule, "for": "1s"})
-        kept.append({**group, "rules": rules})
-    dest.write_text(yaml.safe_dump({"groups": kept}, sort_keys=False))
-    return dest
-
-
-def am_config(url: str, token_file: Path) -> str:
-    config = yaml.safe_load(AM_CONFIG.read_text())
-    for receiver in config["receivers"]:
-        for hook in receiver.get("webhook_configs", []):
-            hook["url"] = url
-            hook["http_config"]["authorization"]["credentials_file"] = str(token_file)
-
-    def shorten(route: dict[str, Any]) -> None:
-        for key in ("group_wait", "group_interval"):
-            if key in route:
-                route[key] = "1s"
-        for child in route.get("routes", []):
-            shorten(child)
-
-    shorten(config["route"])
-    return yaml.safe_dump(config, sort_keys=False)
 
 
 async def eventually(what: str, check: Callable[[], Any], timeout: float, log: Callable[[], str]):
@@ -115,10 +79,10 @@ async def test_failing_jobs_page_and_resolve_through_the_real_stack(
     try:
         with (
             Exporter() as exporter,
-            run_alertmanager(am_config(hook, token_file)) as alertmanager,
+            run_alertmanager(alertmanager_config_for_test(hook, token_file)) as alertmanager,
             run_prometheus(
                 [exporter.target],
-                rule_files=[rules_copy(tmp_path / "rules.yaml")],
+                rule_files=[rules_for_test(tmp_path / "rules.yaml", ALERT, window="10s")],
                 alertmanager=alertmanager.url,
             ) as prometheus,
         ):

@@ -19,11 +19,9 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from bot.integrations.alertmanager import (
     group_severity,
@@ -41,8 +39,10 @@ from tests.support.promstack import (
     LOOPBACK,
     Exporter,
     ManagedProcess,
+    alertmanager_config_for_test,
     free_port,
     require_binaries,
+    rules_for_test,
     run_alertmanager,
     run_prometheus,
     wait_for_data,
@@ -50,9 +50,6 @@ from tests.support.promstack import (
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-RULES = ROOT / "deploy" / "prometheus" / "rules.yaml"
-AM_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yaml"
 E2E_ALERT = "SparkDriverOOMKilled"
 TOKEN = "test-token-5f1c"
 
@@ -112,43 +109,6 @@ def receiver() -> Iterator[Receiver]:
 # --------------------------------------------------------------------------- stack
 
 
-def _test_rules(dest: Path) -> Path:
-    """rules.yaml's recording rules + the e2e alert, its ``for`` shortened to 1s."""
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    kept = []
-    for group in groups:
-        rules = []
-        for rule in group["rules"]:
-            if "record" in rule:
-                rules.append(rule)
-            elif rule["alert"] == E2E_ALERT:
-                assert rule.get("for"), "the e2e alert must have a for: in rules.yaml"
-                rules.append({**rule, "for": "1s"})
-        kept.append({**group, "rules": rules})
-    dest.write_text(yaml.safe_dump({"groups": kept}, sort_keys=False))
-    return dest
-
-
-def _test_am_config(receiver_url: str, token_file: Path) -> str:
-    """deploy/alertmanager/alertmanager.yaml with the webhook on loopback and short waits."""
-    config = yaml.safe_load(AM_CONFIG.read_text())
-    for receiver in config["receivers"]:
-        for hook in receiver.get("webhook_configs", []):
-            assert hook["url"] == "http://pira:8080/alertmanager"
-            hook["url"] = receiver_url
-            hook["http_config"]["authorization"]["credentials_file"] = str(token_file)
-
-    def shorten(route: dict[str, Any]) -> None:
-        for key in ("group_wait", "group_interval"):
-            if key in route:
-                route[key] = "1s"
-        for child in route.get("routes", []):
-            shorten(child)
-
-    shorten(config["route"])
-    return yaml.safe_dump(config, sort_keys=False)
-
-
 @dataclass
 class Stack:
     exporter: Exporter
@@ -163,10 +123,10 @@ def stack(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Itera
     tmp = tmp_path_factory.mktemp("promstack")
     token_file = tmp / "token"
     token_file.write_text(TOKEN + "\n")
-    rules = _test_rules(tmp / "rules.yaml")
+    rules = rules_for_test(tmp / "rules.yaml", E2E_ALERT)
     with (
         Exporter() as exporter,
-        run_alertmanager(_test_am_config(receiver.url, token_file)) as alertmanager,
+        run_alertmanager(alertmanager_config_for_test(receiver.url, token_file)) as alertmanager,
         run_prometheus(
             [exporter.target], rule_files=[rules], alertmanager=alertmanager.url
         ) as prometheus,

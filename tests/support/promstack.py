@@ -444,3 +444,51 @@ def wait_for_data(
         if time.monotonic() > deadline:
             raise AssertionError(f"no data for {promql!r} within {timeout:g}s; last: {result!r}")
         time.sleep(interval)
+
+
+# ---- the deploy files, adapted for a test on loopback ------------------------------------
+
+_ROOT = Path(__file__).resolve().parents[2]
+DEPLOY_RULES = _ROOT / "deploy" / "prometheus" / "rules.yaml"
+DEPLOY_ALERTMANAGER = _ROOT / "deploy" / "alertmanager" / "alertmanager.yaml"
+
+
+def rules_for_test(dest: Path, alert: str, *, window: str | None = None) -> Path:
+    """rules.yaml's recording rules and one alert, its ``for`` shortened to 1s; with
+    ``window``, the recording rules' 5m windows shortened too (e.g. "10s")."""
+    groups = yaml.safe_load(DEPLOY_RULES.read_text())["groups"]
+    kept = []
+    for group in groups:
+        rules = []
+        for rule in group["rules"]:
+            if "record" in rule:
+                expr = (
+                    rule["expr"] if window is None else rule["expr"].replace("[5m]", f"[{window}]")
+                )
+                rules.append({**rule, "expr": expr})
+            elif rule["alert"] == alert:
+                assert rule.get("for"), f"{alert} must have a for: in rules.yaml"
+                rules.append({**rule, "for": "1s"})
+        kept.append({**group, "rules": rules})
+    dest.write_text(yaml.safe_dump({"groups": kept}, sort_keys=False))
+    return dest
+
+
+def alertmanager_config_for_test(receiver_url: str, token_file: Path) -> str:
+    """deploy/alertmanager/alertmanager.yaml with the webhook on loopback and short waits."""
+    config = yaml.safe_load(DEPLOY_ALERTMANAGER.read_text())
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            assert hook["url"] == "http://pira:8080/alertmanager"
+            hook["url"] = receiver_url
+            hook["http_config"]["authorization"]["credentials_file"] = str(token_file)
+
+    def shorten(route: dict[str, Any]) -> None:
+        for key in ("group_wait", "group_interval"):
+            if key in route:
+                route[key] = "1s"
+        for child in route.get("routes", []):
+            shorten(child)
+
+    shorten(config["route"])
+    return yaml.safe_dump(config, sort_keys=False)
