@@ -537,24 +537,28 @@ class Incidents:
         return tuple(offered)
 
     def _refresh_announcement(self, s: Session, incident: Incident, reason: str) -> None:
-        """Edit the Initial Announcement in place on platforms that can (buttons follow
-        state: an acknowledged incident no longer offers Acknowledge, a resolved one
-        nothing)."""
-        now = self.clock.now()
-        data = self.post_data(incident, now)
-        buttons = self.buttons(incident)
+        """Edit the Initial Announcement and the ticket in place on platforms that can:
+        they show the state and their buttons follow it (an acknowledged incident no
+        longer offers Acknowledge, a resolved one nothing)."""
+        data = self.post_data(incident, self.clock.now())
         data["acknowledged_by"] = incident.acknowledged_by
+        buttons = self.buttons(incident)
         stamp = uuid.uuid4().hex[:16]
-        self.post(
-            s,
-            incident,
-            Destination.incidents(),
-            "announce",
-            data,
-            f"inc{incident.number}:announce-edit:{reason}:{stamp}",
-            buttons,
-            edit_of=f"inc{incident.number}:announce",
-        )
+        n = incident.number
+        for destination, template, shown, original in (
+            (Destination.incidents(), "announce", data, "announce"),
+            (Destination.incident(n), "ticket", self.ticket_data(incident), "ticket"),
+        ):
+            self.post(
+                s,
+                incident,
+                destination,
+                template,
+                shown,
+                f"inc{n}:{original}-edit:{reason}:{stamp}",
+                buttons,
+                edit_of=f"inc{n}:{original}",
+            )
 
     def _posted_update(
         self, s: Session, incident: Incident, text: str, ev: TimelineEvent, now: datetime

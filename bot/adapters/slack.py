@@ -336,8 +336,8 @@ class SlackAdapter:
             await self._mark_clicked(message, *mark)
 
     async def _mark_clicked(self, message: Message, original: dict[str, Any], label: str) -> None:
-        """Take the buttons off a clicked page or ticket and say who clicked. The
-        announcement is left alone: the incident service edits it (outbox edits)."""
+        """Take the buttons off a clicked page and say who clicked. The announcement and
+        the ticket are left alone: the incident service edits them (outbox edits)."""
         clicked = message.clicked or {}
         if not clicked.get("ts") or self._is_announcement(message.text, clicked):
             return
@@ -378,16 +378,17 @@ class SlackAdapter:
         return out
 
     def _is_announcement(self, command: str, clicked: dict[str, Any]) -> bool:
+        """The clicked message is incident N's announcement or ticket: the incident
+        service edits those itself (outbox edits), so the adapter leaves them alone."""
         m = re.search(r"#(\d+)", command)
         if m is None:
             return False
+        keys = [f"inc{m.group(1)}:{post}@slack" for post in ("announce", "ticket")]
         with self.app.store.read() as s:
-            ref = s.scalar(
-                select(OutboxMessage.remote_ref).where(
-                    OutboxMessage.key == f"inc{m.group(1)}:announce@slack"
-                )
-            )
-        return isinstance(ref, dict) and ref.get("ts") == clicked.get("ts")
+            refs = s.scalars(
+                select(OutboxMessage.remote_ref).where(OutboxMessage.key.in_(keys))
+            ).all()
+        return any(isinstance(r, dict) and r.get("ts") == clicked.get("ts") for r in refs)
 
     # ---- outbound (slack_send) ---------------------------------------------
 
