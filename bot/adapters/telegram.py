@@ -37,6 +37,7 @@ from telegram import (
     ForceReply,
     InlineKeyboardMarkup,
     Update,
+    User,
 )
 from telegram import (
     Message as PtbMessage,
@@ -335,7 +336,7 @@ class TelegramAdapter:
     async def _on_callback(self, query: CallbackQuery) -> None:
         answered = False
         try:
-            command = self._decode(query.data or "")
+            command = await self._decode(query.data or "")
             if command is None:
                 await query.answer("This button has expired; type the command.", show_alert=True)
                 answered = True
@@ -348,13 +349,11 @@ class TelegramAdapter:
                 self.sender.saw(chat_id, msg.message_id)
             if command.startswith(PROMPTED):
                 command = command[len(PROMPTED) :]
-                prompt = self._prompt_for(command)
+                prompt = await self._prompt_for(command)
                 answered = True
                 with contextlib.suppress(TelegramError):  # too old: still ask
                     await query.answer(f"{short(prompt)}: reply to my message below.")
-                name = user.full_name or user.username or str(user.id)
-                mention = f'<a href="tg://user?id={user.id}">{html.escape(name)}</a>'
-                await self._ask(chat_id, thread, None, command, prompt, mention)
+                await self._ask(chat_id, thread, None, command, prompt, self._mention(user))
                 return
             room = Room(
                 platform="telegram",
@@ -470,17 +469,23 @@ class TelegramAdapter:
         asked = msg.reply_to_message
         if user is None or asked is None:
             return
-        prompt = prompt_of(asked.text or "") or self._prompt_for(command)
-        name = user.full_name or user.username or str(user.id)
-        mention = f'<a href="tg://user?id={user.id}">{html.escape(name)}</a>'
+        prompt = prompt_of(asked.text or "") or await self._prompt_for(command)
         thread = msg.message_thread_id if msg.is_topic_message else None
-        await self._ask(msg.chat.id, thread, msg.message_id, command, prompt, mention)
+        await self._ask(msg.chat.id, thread, msg.message_id, command, prompt, self._mention(user))
 
-    def _prompt_for(self, command: str) -> str:
+    async def _prompt_for(self, command: str) -> str:
         """The question of the button that runs ``command``: from this process's
         memory, else from the posts that carried the button, else a generic one."""
         if command in self._prompts:
             return self._prompts[command]
+        for button in await asyncio.to_thread(self._stored_buttons):
+            if button.command == command and button.prompt:
+                return button.prompt
+        return f"Text for {command}?"
+
+    def _stored_buttons(self) -> list[Button]:
+        """The buttons of the newest Telegram posts (after a restart, this process's
+        memory of long buttons and prompts is empty). Blocking: run in a thread."""
         with self.app.store.read() as s:
             bodies = s.scalars(
                 select(OutboxMessage.body)
@@ -488,11 +493,12 @@ class TelegramAdapter:
                 .order_by(OutboxMessage.id.desc())
                 .limit(2000)
             ).all()
-        for body in bodies:
-            for b in body.get("buttons", []):
-                if b.get("command") == command and b.get("prompt"):
-                    return str(b["prompt"])
-        return f"Text for {command}?"
+        return [Button.from_json(b) for body in bodies for b in body.get("buttons", [])]
+
+    @staticmethod
+    def _mention(user: User) -> str:
+        name = user.full_name or user.username or str(user.id)
+        return f'<a href="tg://user?id={user.id}">{html.escape(name)}</a>'
 
     # ---- rooms -----------------------------------------------------------------------------
 
@@ -688,25 +694,17 @@ class TelegramAdapter:
         self._long_commands[digest] = command
         return digest
 
-    def _decode(self, data: str) -> str | None:
+    async def _decode(self, data: str) -> str | None:
         if data.startswith("/") or data.startswith(PROMPTED + "/"):
             return data
         if not data.startswith("h:"):
             return None
         if data in self._long_commands:
             return self._long_commands[data]
-        with self.app.store.read() as s:
-            bodies = s.scalars(
-                select(OutboxMessage.body)
-                .where(OutboxMessage.platform == "telegram")
-                .order_by(OutboxMessage.id.desc())
-                .limit(2000)
-            ).all()
-        for body in bodies:
-            for b in body.get("buttons", []):
-                full = self._data(Button.from_json(b))
-                if self._encode(full) == data:
-                    return full
+        for button in await asyncio.to_thread(self._stored_buttons):
+            full = self._data(button)
+            if self._encode(full) == data:
+                return full
         return None
 
 
