@@ -22,6 +22,7 @@ from bot.clock import FakeClock
 from bot.settings import Config
 from bot.store.models import Incident, OutboxMessage, TimelineEvent, Timer
 from tests.support.driver import Driver
+from tests.support.http import wait_healthy
 from tests.support.promstack import LOOPBACK, free_port
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alertmanager"
@@ -140,13 +141,7 @@ async def start_bot(make_app: Callable[..., App]) -> AsyncIterator[StartBot]:
         task = asyncio.create_task(app.serve_forever(stop))
         running.append((app, stop, task))
         url = f"http://{LOOPBACK}:{port}"
-        for _ in range(200):
-            try:
-                async with http.get(f"{url}/healthz") as r:
-                    if r.status == 200:
-                        break
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.02)
+        await wait_healthy(url)
         return Bot(app, driver, url, http)
 
     yield start

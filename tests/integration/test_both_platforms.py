@@ -24,6 +24,7 @@ from tests.fakes.payloads import (
 )
 from tests.fakes.slack_api import FakeSlack, RecordedCall
 from tests.fakes.telegram_api import FakeTelegram
+from tests.support.http import wait_healthy
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"
@@ -84,15 +85,7 @@ async def world(
         stop = asyncio.Event()
         serve = asyncio.create_task(app.serve_forever(stop))
         try:
-            async with aiohttp.ClientSession() as s:
-                for _ in range(250):
-                    try:
-                        async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
-                            if r.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.02)
+            await wait_healthy(f"http://127.0.0.1:{port}")
             yield app, slack, tg, port
         finally:
             stop.set()

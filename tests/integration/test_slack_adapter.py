@@ -31,6 +31,7 @@ from tests.fakes.payloads import (
     slack_view_submission,
 )
 from tests.fakes.slack_api import FakeSlack, RecordedCall
+from tests.support.http import wait_healthy
 
 SECRET = "0123456789abcdef0123456789abcdef"
 CONFIG = Config(
@@ -165,15 +166,7 @@ async def running(
     stop = asyncio.Event()
     serve = asyncio.create_task(app.serve_forever(stop))
     try:
-        async with aiohttp.ClientSession() as s:
-            for _ in range(200):
-                try:
-                    async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.02)
+        await wait_healthy(f"http://127.0.0.1:{port}")
         yield Bot(app, adapter, port, slack)
     finally:
         stop.set()
