@@ -8,6 +8,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,31 @@ from sqlalchemy import create_engine, text
 from bot.app import App
 from bot.clock import Clock
 from bot.settings import Config, Env
+from tests.support import travel
 
 PG_URL = os.environ.get("PIRA_TEST_DATABASE_URL", "").strip()
+_TRAVEL = pytest.StashKey[datetime]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # PIRA_TEST_TRAVEL moves the clock of the whole run (tests/support/travel.py).
+    when = travel.start()
+    if when is not None:
+        config.stash[_TRAVEL] = when
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.stash.get(_TRAVEL, None) is None:
+        return
+    skip = pytest.mark.skip(reason="the run moved PIRA's clock; this test needs the real one")
+    for item in items:
+        if item.get_closest_marker("real_clock"):
+            item.add_marker(skip)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    when = config.stash.get(_TRAVEL, None)
+    return f"clock moved: the run starts at {when.isoformat()}" if when else None
 
 
 @pytest.fixture

@@ -1,7 +1,12 @@
 """Issue 3 end to end: real `pira console` processes, real scheduler, second-long timers.
 
-Windows around the expected times are generous (the scheduler ticks every second
-and the machine may be busy): they check that a timer fires at its step, not speed.
+Each timer is measured from the event that caused it, the declaration, which lies
+between the moment the command was written (``sent``) and the moment its
+announcement was printed (``announced``). A timer due ``d`` after the declaration
+must not print before ``sent + d`` (never early, on any machine) and must print by
+``announced + d + LATE``: LATE is what a busy machine legitimately adds (the
+scheduler's one-second tick, the firing transaction, printing); the tests pass with
+both cores under a CPU hog, and 4 s still tells the steps (3 s apart) apart.
 """
 
 from __future__ import annotations
@@ -11,8 +16,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from bot.messages import Destination
+from bot.store import Store
+from bot.store.models import OutboxMessage
 from tests.support.console_proc import ConsoleProc, Printed
+
+# Real processes on the real (or the run's moved) clock; who is on call is read with
+# /oncall, and every timer is measured from the declaration.
+pytestmark = pytest.mark.clock
+
+LATE = 4.0
+EARLY_TOLERANCE = 0.1  # the bot's wall clock against the test's monotonic one
+
+# Seconds after the declaration, from CONFIG: the ack chain (3 s a step) and the
+# resolution triggers (EM 6 s, CTO 9 s); carol is the team lead, dave the EM.
+PAGES = {"primary": 0, "secondary": 3, "carol": 6, "dave": 6, "erin": 9}
+REMINDER = 4
 
 CONFIG = """
 severities:
@@ -68,28 +89,57 @@ def on_call_pair(bot: ConsoleProc) -> tuple[str, str]:
     return primary, secondary
 
 
+def due_by_person(primary: str, secondary: str) -> dict[str, int]:
+    names = {"primary": primary, "secondary": secondary}
+    return {names.get(step, step): after for step, after in PAGES.items()}
+
+
+def declare(bot: ConsoleProc) -> tuple[float, float]:
+    """Declare the P0; return (sent, announced) in the process's seconds."""
+    sent = time.monotonic() - bot.started
+    bot.send("/incident p0 all jobs failing")
+    announced = bot.wait_for("#incidents", "Incident: all jobs failing").at
+    return sent, announced
+
+
+def wait_until_sent(db_url: str, tag: str, timeout: float = 10) -> None:
+    store = Store(db_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with store.read() as s:
+                rows = s.scalars(select(OutboxMessage).where(OutboxMessage.status == "sent"))
+                if any(Destination(r.destination).label() == tag for r in rows):
+                    return
+            time.sleep(0.05)
+    finally:
+        store.dispose()
+    raise AssertionError(f"{tag} never marked sent")
+
+
+def assert_on_time(at: float, due: float, sent: float, announced: float, what: str) -> None:
+    assert at >= sent + due - EARLY_TOLERANCE, f"{what} early: {at - sent:.2f}s after sending"
+    assert at <= announced + due + LATE, f"{what} late: {at - announced:.2f}s after announcing"
+
+
 def test_p0_pages_escalates_and_reminds_each_once(
     db_url: str, config: Path, procs: list[ConsoleProc]
 ) -> None:
     bot = ConsoleProc(db_url=db_url, config=config, as_user="carol")
     procs.append(bot)
     primary, secondary = on_call_pair(bot)
-    bot.send("/incident p0 all jobs failing")
-    t0 = bot.wait_for("#incidents", "Incident: all jobs failing").at
-    bot.wait_for("DM @erin", "Page: [P0] #1", timeout=20)
-    time.sleep(4)  # the chain's own CTO step (12 s) finds erin already paged
-    at = {p.tag: p.at - t0 for p in dms(bot)}
-    assert sorted(p.tag for p in dms(bot)) == sorted(
-        f"DM @{who}" for who in (primary, secondary, "carol", "dave", "erin")
-    )  # once each
-    assert at[f"DM @{primary}"] < 2
-    assert 2 <= at[f"DM @{secondary}"] < 6
-    assert 5 <= at["DM @dave"] < 9
-    assert 8 <= at["DM @erin"] < 12
+    sent, announced = declare(bot)
+    # The chain's own CTO step (12 s) finds erin already paged: the last timer.
+    bot.wait_for("#incident-1", "@erin (cto) was already paged", timeout=12 + LATE + 10)
+    due = due_by_person(primary, secondary)
+    assert sorted(p.tag for p in dms(bot)) == sorted(f"DM @{who}" for who in due)  # once each
+    for page in dms(bot):
+        who = page.tag.removeprefix("DM @")
+        assert "Page: [P0] #1" in page.text or "Escalation" in page.text, page
+        assert_on_time(page.at, due[who], sent, announced, page.tag)
     reminder = bot.wait_for("#incident-1", "next update for #1 is due now")
-    assert 3 <= reminder.at - t0 < 7
+    assert_on_time(reminder.at, REMINDER, sent, announced, "the reminder")
     assert "not resolved after 6s" in bot.wait_for("DM @dave", "Escalation").text
-    bot.wait_for("#incident-1", "@erin (cto) was already paged")
     assert bot.matching("#incident-1", "late by") == []
     assert bot.finish() == 0
 
@@ -100,20 +150,25 @@ def test_ack_stops_the_chain_resolve_stops_everything(
     bot = ConsoleProc(db_url=db_url, config=config, as_user="carol")
     procs.append(bot)
     primary, secondary = on_call_pair(bot)
-    bot.send("/incident p0 all jobs failing")
+    sent, announced = declare(bot)
     bot.wait_for(f"DM @{primary}", "Page: [P0] #1")
     bot.send("/ack")
-    bot.wait_for("reply", "#1 acknowledged by carol")
-    bot.wait_for("DM @dave", "Escalation", timeout=12)  # the 6 s trigger still fires
+    acked = bot.wait_for("reply", "#1 acknowledged by carol").at
+    # The 6 s trigger still fires: /ack stops the chain, not the resolution triggers.
+    escalation = bot.wait_for("DM @dave", "Escalation", timeout=6 + LATE + 10)
+    assert_on_time(escalation.at, 6, sent, announced, "the EM trigger")
     bot.send("/resolve restarted the API server")
-    bot.wait_for("#incidents", "Incident Resolved")
-    resolved_at = time.monotonic()
-    time.sleep(6)  # past the 9 s trigger
-    assert sorted(p.tag for p in dms(bot)) == sorted([f"DM @{primary}", "DM @dave"])
-    assert [
-        p for p in bot.printed if p.at > resolved_at - bot.started + 0.5 and p.tag != "reply"
-    ] == []
-    assert bot.matching(f"DM @{secondary}", "Page") == []
+    resolved = bot.wait_for("#incidents", "Incident Resolved").at
+    # Nothing may come after the resolution: wait past the last timer the incident
+    # had (the chain's CTO step, 12 s) plus what a busy machine adds.
+    time.sleep(max(0.0, announced + 12 + LATE - (time.monotonic() - bot.started)))
+    # A reply prints after its commit, and every step is due at sent + its delay or later.
+    if acked < sent + 3:  # acknowledged before the secondary's step came due
+        assert sorted(p.tag for p in dms(bot)) == sorted([f"DM @{primary}", "DM @dave"])
+        assert bot.matching(f"DM @{secondary}", "Page") == []
+    assert [p for p in bot.printed if p.at > resolved + 0.5 and p.tag != "reply"] == []
+    if resolved < sent + 9:  # resolved before the CTO trigger came due
+        assert bot.matching("DM @erin", "") == []
     assert bot.finish() == 0
 
 
@@ -123,27 +178,35 @@ def test_kill_9_then_restart_fires_what_came_due_once_marked_late(
     first = ConsoleProc(db_url=db_url, config=config, as_user="carol")
     procs.append(first)
     primary, secondary = on_call_pair(first)
-    first.send("/incident p0 all jobs failing")
-    t0 = time.monotonic()
+    _, announced = declare(first)
     first.wait_for(f"DM @{primary}", "Page: [P0] #1")
-    time.sleep(max(0.0, 2 - (time.monotonic() - t0)))
+    # A terminal cannot take a line back: a post printed but not yet marked sent when
+    # the process dies is printed again (at least once; the delivery-engine issue).
+    # So kill once the page is marked sent: on an idle machine, before the secondary's
+    # step (3 s).
+    wait_until_sent(db_url, f"DM @{primary}")
     first.kill9()
-    time.sleep(max(0.0, 12 - (time.monotonic() - t0)))
+    # Down until every timer of the incident came due (the last, erin's, at 9 s).
+    restart_at = first.started + announced + 12
+    time.sleep(max(0.0, restart_at - time.monotonic()))
 
     second = ConsoleProc(db_url=db_url, config=config, as_user="carol")
     procs.append(second)
-    for who in (secondary, "carol", "dave", "erin"):
+    due = due_by_person(primary, secondary)
+    printed_first = {p.tag.removeprefix("DM @") for p in dms(first)}
+    assert primary in printed_first
+    for who in due:
+        if who in printed_first:
+            continue  # a busy machine may have fired it before the kill: not again
         page = second.wait_for(f"DM @{who}", "Page: [P0] #1", timeout=10)
         assert "late by" in page.text, who
-    reminder = second.wait_for("#incident-1", "next update for #1 is due now")
-    assert "late by" in reminder.text
-    time.sleep(3)
-    everything = dms(first, second)
-    assert sorted(p.tag for p in everything) == sorted(
-        f"DM @{who}" for who in (primary, secondary, "carol", "dave", "erin")
-    )
-    assert [p.tag for p in dms(first)] == [f"DM @{primary}"]
+    if not first.matching("#incident-1", "is due now"):
+        assert "late by" in second.wait_for("#incident-1", "is due now").text
     # The reminder cycle goes on at its own pace after the restart, not late.
     next_reminder = second.wait_for("#incident-1", "is due now", count=2, timeout=10)
     assert "late by" not in next_reminder.text
+    # Exactly once across both processes (a double would have printed by now: the
+    # second process fired everything due in one pass before the next reminder).
+    everything = dms(first, second)
+    assert sorted(p.tag for p in everything) == sorted(f"DM @{who}" for who in due)
     assert second.finish() == 0

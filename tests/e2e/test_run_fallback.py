@@ -8,9 +8,10 @@ import pty
 import select
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
+
+from tests.support.travel import pira_command
 
 
 def read_until(fd: int, needle: bytes, timeout: float) -> bytes:
@@ -31,7 +32,7 @@ def test_pira_run_on_a_terminal_is_the_console(db_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIRA_")}
     env.update(PIRA_DATABASE_URL=db_url, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bot", "run"],
+        pira_command("run"),
         stdin=slave,
         stdout=slave,
         stderr=subprocess.PIPE,
@@ -65,7 +66,7 @@ def test_pira_run_warns_when_a_platform_has_no_incidents_channel(db_url: str) ->
         PIRA_SLACK_API_URL="http://127.0.0.1:9/api/",
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bot", "run"],
+        pira_command("run"),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

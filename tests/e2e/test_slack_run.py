@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +29,7 @@ from tests.fakes.payloads import (
     slack_view_submission,
 )
 from tests.fakes.slack_api import FakeSlack, RecordedCall
+from tests.support.travel import pira_command
 
 SECRET = "e2e-signing-secret-0123456789abcdef"
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,7 +84,7 @@ def bot(fake: FakeSlack, db_url: str, tmp_path: Path) -> Iterator[str]:
     )
     log = (tmp_path / "pira.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bot", "run"],
+        pira_command("run"),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,

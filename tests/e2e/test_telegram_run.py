@@ -24,6 +24,7 @@ from tests.fakes.payloads import (
     tg_user,
 )
 from tests.fakes.telegram_api import FakeTelegram
+from tests.support.travel import pira_command, traveling
 
 ALICE = tg_user(1001, "Alice", "alice")
 GROUP = tg_supergroup_chat(-1001234567890, "Incidents", is_forum=False)
@@ -55,7 +56,8 @@ def pira_run(env_extra: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIRA_")}
     env.update(PYTHONUNBUFFERED="1", **env_extra)
     pira = Path(sys.executable).with_name("pira")
-    args = [str(pira), "run"] if pira.exists() else [sys.executable, "-m", "bot.cli", "run"]
+    # The installed entry point, unless the run moves the clock (then through the traveller).
+    args = [str(pira), "run"] if pira.exists() and not traveling() else pira_command("run")
     proc = subprocess.Popen(
         args,
         stdin=subprocess.DEVNULL,

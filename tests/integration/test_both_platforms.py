@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
 
 from bot.app import App
+from bot.clock import FakeClock
 from bot.settings import Config
 from tests.fakes.payloads import (
     slack_block_actions,
@@ -26,13 +28,17 @@ from tests.fakes.slack_api import FakeSlack, RecordedCall
 from tests.fakes.telegram_api import FakeTelegram
 from tests.support.http import wait_healthy
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"
-)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"),
+    # Who is primary depends on the week: the clock is driven (a Monday of alice's shift).
+    pytest.mark.clock,
+]
 
 SECRET = "0123456789abcdef0123456789abcdef"
 GROUP = tg_supergroup_chat(-1001111111111, "Incidents", is_forum=False)
 ALICE_TG = tg_user(1001, "Alice", "alice")
+# The rotation starts 2026-01-05 with alice; 2026-11-30 is 47 weeks later: bob's week.
+ALICES_WEEK = datetime(2026, 12, 9, 10, 0, tzinfo=UTC)  # Wednesday, 48 weeks in
 CONFIG = Config.model_validate(
     {
         "severities": {"P0": {"page_after": "0s"}},
@@ -68,6 +74,7 @@ async def world(
         port = free_port()
         app = make_app(
             config=CONFIG,
+            clock=FakeClock(ALICES_WEEK),
             env={
                 "PIRA_SLACK_BOT_TOKEN": slack.bot_token,
                 "PIRA_SLACK_SIGNING_SECRET": SECRET,

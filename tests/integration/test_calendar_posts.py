@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import select
 
 from bot.app import App
@@ -12,6 +13,9 @@ from bot.clock import FakeClock
 from bot.settings import Config
 from bot.store.models import Timer
 from tests.support.driver import Driver
+
+# Handoffs, month ends and DST: the clock is driven (FakeClock).
+pytestmark = pytest.mark.clock
 
 CONFIG = {
     "timezone": "Europe/Berlin",

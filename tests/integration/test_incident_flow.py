@@ -16,6 +16,9 @@ from bot.settings import Config
 from bot.store.models import AuditEntry, Incident, OutboxMessage, TimelineEvent, Timer
 from tests.support.driver import Driver
 
+# Times in posts (Started, Next Update): the clock is driven (FakeClock).
+pytestmark = pytest.mark.clock
+
 PEOPLE = {
     "alice": {"name": "Alice", "roles": ["responder"]},
     "bob": {"name": "Bob", "roles": ["responder"]},

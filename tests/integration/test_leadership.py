@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from bot.app import App
@@ -13,6 +14,9 @@ from bot.clock import FakeClock
 from bot.people import Directory
 from bot.settings import Config
 from bot.store.models import OutboxMessage, Timer
+
+# Rotation and lease times: the clock is driven (FakeClock).
+pytestmark = pytest.mark.clock
 
 CONFIG = Config.model_validate(
     {

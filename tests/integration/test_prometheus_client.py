@@ -302,6 +302,7 @@ def _firing_payloads(receiver: Receiver) -> list[tuple[Received, dict[str, Any]]
     return found
 
 
+@pytest.mark.real_clock  # compares the alert's startsAt with this process's clock
 def test_oom_rule_fires_and_reaches_the_webhook(stack: Stack) -> None:
     before = time.time()
     stack.exporter.set("driver_pod_oom_killed_total", 2)

@@ -14,6 +14,9 @@ from bot.settings import Config
 from bot.store.models import OutboxMessage, Timer
 from tests.support.driver import Driver, Post
 
+# Who is on call and when shifts hand off: the clock is driven (FakeClock).
+pytestmark = pytest.mark.clock
+
 SECONDS = {
     "severities": {
         "P0": {

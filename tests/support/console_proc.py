@@ -6,11 +6,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.travel import pira_command
 
 _TAG = re.compile(r"^\[([^\]]+)\] (.*)$")
 
@@ -35,7 +36,7 @@ class ConsoleProc:
         env.update(PIRA_DATABASE_URL=db_url, PYTHONUNBUFFERED="1", **(extra_env or {}))
         if config is not None:
             env["PIRA_CONFIG"] = str(config)
-        args = [sys.executable, "-m", "bot", "console"]
+        args = pira_command("console")
         if as_user:
             args += ["--as", as_user]
         self.started = time.monotonic()

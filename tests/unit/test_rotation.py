@@ -6,11 +6,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 from icalendar import Calendar
 
 from bot.calendar import export_rotation
 from bot.domain.rotation import RotationPlan
 from bot.settings import Config
+
+# Shifts, DST and the .ics export: every moment is given explicitly.
+pytestmark = pytest.mark.clock
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
