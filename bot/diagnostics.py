@@ -31,6 +31,7 @@ log = logging.getLogger("pira.diagnostics")
 HEALTH_BUDGET = 4.5
 FIRST = 5  # pods named per group before "and N more"
 BACKUP_SUFFIXES = ("", ".yaml", ".yml", ".json")
+MAX_BACKUP_NAME = 200  # file systems refuse names over 255 bytes
 PROM_CHECKS = {
     "job_failure_ratio": "Job failure ratio (5 min)",
     "driver_oom_kills": "Driver OOM kills (5 min)",
@@ -272,14 +273,24 @@ class Diagnostics:
             or Path(name).is_absolute()
         ):
             raise InvalidInput(f"{name!r} is not a backup name (a file name in the backups folder)")
+        if len(name) > MAX_BACKUP_NAME:
+            raise InvalidInput(
+                f"a backup name has at most {MAX_BACKUP_NAME} characters, not {len(name)}"
+            )
         folder = self.backups_dir()
         for suffix in BACKUP_SUFFIXES:
             candidate = folder / f"{name}{suffix}"
-            if candidate.is_symlink() or candidate.exists():
+            try:
+                if not (candidate.is_symlink() or candidate.exists()):
+                    continue
                 real = candidate.resolve()
-                if real.parent != folder or not real.is_file():
-                    raise InvalidInput(f"backup {name!r} points outside the backups folder")
-                return real
+            except OSError as exc:  # a name the file system refuses (too long, ...)
+                raise InvalidInput(
+                    f"{name[:40]!r} is not a usable backup name: {exc.strerror}"
+                ) from None
+            if real.parent != folder or not real.is_file():
+                raise InvalidInput(f"backup {name!r} points outside the backups folder")
+            return real
         known = self.backups()
         listing = ", ".join(known[:20]) if known else "none"
         raise InvalidInput(f"there is no backup {name!r} (available: {listing})")

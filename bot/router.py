@@ -62,10 +62,11 @@ class Args:
         return self.rest.split(None, 1)[0] if self.rest else None
 
     def word(self, what: str) -> str:
+        """The next word; words are separated by any white space (tab, no-break space)."""
         if not self.rest:
             raise UsageError(f"{what} is missing")
-        head, _, tail = self.rest.partition(" ")
-        self.rest = tail.strip()
+        head, *tail = self.rest.split(None, 1)
+        self.rest = tail[0].strip() if tail else ""
         return head
 
     def severity(self) -> str:
@@ -141,10 +142,21 @@ class Command(Generic[A]):
     summary: str
     parse: Callable[[Args], A]
     run: Callable[[Context, A], Awaitable[Reply]]
-    role: str | None = None
+    # The role needed: fixed, or chosen by the parsed arguments (``/oncall`` reads for
+    # anyone, ``/oncall override`` needs responder).
+    role: str | Callable[[A], str | None] | None = None
     # Destructive commands: a prompt (what will happen) shown before running.
     confirm: Callable[[Context, A], Awaitable[str]] | None = None
     audit: bool = False
+    # What /help says of a role chosen by the arguments.
+    role_note: str | None = None
+
+    def role_for(self, args: A) -> str | None:
+        return self.role(args) if callable(self.role) else self.role
+
+    @property
+    def role_text(self) -> str | None:
+        return self.role if isinstance(self.role, str) else self.role_note
 
 
 @dataclass
@@ -160,9 +172,10 @@ class CommandList:
         usage: str,
         summary: str,
         parse: Callable[[Args], Any],
-        role: str | None = None,
+        role: str | Callable[[Any], str | None] | None = None,
         confirm: Callable[[Context, Any], Awaitable[str]] | None = None,
         audit: bool | None = None,
+        role_note: str | None = None,
     ) -> Callable[[Callable[[Context, Any], Awaitable[Reply]]], Callable[..., Any]]:
         def register(fn: Callable[[Context, Any], Awaitable[Reply]]) -> Callable[..., Any]:
             self.items.append(
@@ -174,7 +187,8 @@ class CommandList:
                     run=fn,
                     role=role,
                     confirm=confirm,
-                    audit=bool(role) if audit is None else audit,
+                    audit=bool(audit),  # role-guarded uses are audited anyway
+                    role_note=role_note,
                 )
             )
             return fn
@@ -192,14 +206,27 @@ class Router:
             self.commands[command.name] = command
 
     async def handle(self, message: Message, actor: Actor | None = None) -> Reply:
-        """Answer one message. Never raises for anything a user can cause."""
+        """Answer one message. Never raises: whatever happens inside, the person gets an
+        answer and the log gets the error (the outermost handler of every surface)."""
+        try:
+            return await self._handle(message, actor)
+        except Exception:
+            log.exception("message failed", extra={"platform": message.platform})
+            return Reply.error(
+                "PIRA could not handle that message; nothing was changed that is not shown "
+                "here. The error is in the bot's log."
+            )
+
+    async def _handle(self, message: Message, actor: Actor | None) -> Reply:
         actor = actor or self.app.directory.actor(
             message.platform, message.user_id, message.user_name
         )
         # Control characters (NUL included: PostgreSQL refuses it in text) never get in.
         text = clean(message.text).strip()
         if len(text) > MAX_COMMAND:
-            return Reply.error(f"That message is too long ({len(text)} characters).")
+            return Reply.error(
+                f"That message is too long ({len(text)} characters; at most {MAX_COMMAND})."
+            )
         m = _COMMAND.match(text)
         if m is None:
             return Reply.error("Commands start with /, e.g. /help.")
@@ -209,25 +236,22 @@ class Router:
         command = self.commands.get(name)
         if command is None:
             return Reply.error(f"Unknown command /{name}. /help lists the commands.")
+        attempt = f"/{name} {raw}".strip()
         try:
             args = command.parse(Args(raw))
         except InvalidInput as exc:
+            if command.audit or command.role is not None:
+                # Every attempt at a guarded command is audited, even one that did not parse.
+                self.audit(actor, message.platform, attempt, "rejected", str(exc))
             return Reply.error(f"{_sentence(str(exc))} Usage: {command.usage}")
-        if not actor.has(command.role):
-            self.audit(
-                actor,
-                message.platform,
-                f"/{name} {raw}".strip(),
-                "refused",
-                f"needs role {command.role}",
-            )
-            return Reply.error(
-                f"/{name} needs the {command.role} role; {actor.handle} does not have it."
-            )
+        role = command.role_for(args)
+        if not actor.has(role):
+            self.audit(actor, message.platform, attempt, "refused", f"needs role {role}")
+            return Reply.error(f"/{name} needs the {role} role; {actor.handle} does not have it.")
         ctx = Context(app=self.app, actor=actor, message=message)
         if command.confirm is not None:
-            return await self._ask(command, ctx, args, f"/{name} {raw}".strip())
-        return await self._run(command, ctx, args, f"/{name} {raw}".strip())
+            return await self._ask(command, ctx, args, attempt)
+        return await self._run(command, ctx, args, attempt)
 
     async def _run(self, command: Command[Any], ctx: Context, args: Any, text: str) -> Reply:
         try:
@@ -235,23 +259,26 @@ class Router:
         except InvalidInput as exc:
             reply = Reply.error(_sentence(str(exc)))
         except Exception:
-            log.exception(
-                "command failed", extra={"command": command.name, "actor": ctx.actor.handle}
-            )
+            log.exception("command failed", extra={"command": command.name})
             reply = Reply.error(
                 f"/{command.name} failed on PIRA's side; nothing was changed "
                 "that is not shown here. The error is in the bot's log."
             )
-            if command.audit:
+            if self._audited(command, args):
                 self.audit(ctx.actor, ctx.source, text, "failed", "internal error")
             return reply
-        if command.audit:
+        if self._audited(command, args):
             # The reply's own text is the detail: an action's answer from the API, or
             # why it was rejected.
             outcome = reply.outcome or ("ok" if reply.ok else "rejected")
             detail = str(reply.data.get("text", ""))[:500]
             self.audit(ctx.actor, ctx.source, text, outcome, detail)
         return reply
+
+    @staticmethod
+    def _audited(command: Command[Any], args: Any) -> bool:
+        """Audited: commands that ask for it, and every role-guarded use of a command."""
+        return command.audit or command.role_for(args) is not None
 
     async def _ask(self, command: Command[Any], ctx: Context, args: Any, text: str) -> Reply:
         assert command.confirm is not None
@@ -260,6 +287,13 @@ class Router:
         except InvalidInput as exc:
             self.audit(ctx.actor, ctx.source, text, "rejected", str(exc))
             return Reply.error(_sentence(str(exc)))
+        except Exception:
+            log.exception("confirmation prompt failed", extra={"command": command.name})
+            self.audit(ctx.actor, ctx.source, text, "failed", "internal error")
+            return Reply.error(
+                f"/{command.name} failed on PIRA's side; nothing was done. "
+                "The error is in the bot's log."
+            )
         now = self.app.clock.now()
         code = secrets.token_hex(3).upper()
         with self.app.store.transaction() as s:
@@ -313,25 +347,32 @@ class Router:
         assert m is not None
         command = self.commands[m.group(1).lower()]
         args = command.parse(Args(m.group(2) or ""))
-        if not actor.has(command.role):  # roles may have changed since the request
+        role = command.role_for(args)
+        if not actor.has(role):  # roles may have changed since the request
             self.audit(actor, message.platform, command_text, "refused", "role")
-            return Reply.error(f"/{command.name} needs the {command.role} role.")
+            return Reply.error(f"/{command.name} needs the {role} role.")
         self.audit(actor, message.platform, command_text, "confirmed", f"code {code}")
         ctx = Context(app=self.app, actor=actor, message=message, confirmed=True)
         return await self._run(command, ctx, args, command_text)
 
     def audit(self, actor: Actor, source: str, action: str, outcome: str, detail: str) -> None:
-        with self.app.store.transaction() as s:
-            s.add(
-                AuditEntry(
-                    at=self.app.clock.now(),
-                    actor=actor.handle,
-                    source=source,
-                    action=action[:100],
-                    outcome=outcome,
-                    detail=detail,
+        """Write an audit row. An error path calls this too, so it must not raise: a
+        failure to audit is logged (and the answer still goes out)."""
+        try:
+            with self.app.store.transaction() as s:
+                s.add(
+                    AuditEntry(
+                        at=self.app.clock.now(),
+                        actor=clean(actor.handle)[:100],
+                        source=source,
+                        action=clean(action)[:100],
+                        outcome=outcome,
+                        detail=clean(detail)[:2000],
+                    )
                 )
-            )
+        except Exception:
+            log.exception("audit failed", extra={"source": source, "outcome": outcome})
+            return
         log.info(
             "audit",
             extra={

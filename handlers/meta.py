@@ -40,7 +40,7 @@ async def help_(ctx: Context, args: HelpArgs) -> Reply:
                 "command": {
                     "usage": command.usage,
                     "summary": command.summary,
-                    "role": command.role,
+                    "role": command.role_text,
                 }
             },
         )

@@ -52,15 +52,13 @@ def _oncall_reply(now: OnCallNow) -> Reply:
     usage="/oncall  |  /oncall override @user <duration>",
     summary="who is primary and secondary until when; put someone on as primary for a while",
     parse=parse_oncall,
+    role=lambda args: "responder" if args.person is not None else None,
+    role_note="responder, for an override",
 )
 async def oncall(ctx: Context, args: OnCallArgs) -> Reply:
     service = ctx.app.timers.oncall
     if args.person is None:
         return _oncall_reply(service.now())
-    if not ctx.actor.has("responder"):
-        raise InvalidInput(
-            f"an override needs the responder role; {ctx.actor.handle} does not have it"
-        )
     person = ctx.app.directory.find(args.person)
     if person is None:
         raise InvalidInput(f"@{args.person} is not a configured person")

@@ -4,13 +4,17 @@ with its destination. It doubles as the driver of end-to-end tests."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import threading
+from collections.abc import Iterator
 from typing import IO, Any
 
 from bot.messages import Destination, Message, Reply, Room
 from bot.outbox import Outbound
 from bot.people import Actor
+
+log = logging.getLogger("pira.console")
 
 
 class ConsoleAdapter:
@@ -34,6 +38,16 @@ class ConsoleAdapter:
         return None
 
 
+def _decoded(stream: IO[str]) -> Iterator[str]:
+    """Lines of text; bytes that are not UTF-8 become U+FFFD instead of ending the input."""
+    raw = getattr(stream, "buffer", None)
+    if raw is None:
+        yield from stream
+        return
+    for line in raw:
+        yield line.decode("utf-8", errors="replace")
+
+
 async def _lines(stream: IO[str]) -> asyncio.Queue[str | None]:
     """Read lines in a thread (works for a terminal, a pipe and a file alike)."""
     loop = asyncio.get_running_loop()
@@ -41,7 +55,7 @@ async def _lines(stream: IO[str]) -> asyncio.Queue[str | None]:
 
     def pump() -> None:
         try:
-            for line in stream:
+            for line in _decoded(stream):
                 loop.call_soon_threadsafe(queue.put_nowait, line)
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, None)
@@ -67,7 +81,20 @@ async def run_console(app: Any, adapter: ConsoleAdapter, actor: Actor, stream: I
             room=Room(platform="console"),
             user_name=actor.name,
         )
-        reply: Reply = await app.router.handle(message, actor)
-        adapter.write("reply", app.renderer.render("console", reply.template, reply.data))
+        reply: Reply = await app.router.handle(message, actor)  # never raises
+        try:
+            text = app.renderer.render("console", reply.template, reply.data)
+        except Exception:
+            log.exception("reply could not be rendered", extra={"template": reply.template})
+            text = "PIRA could not show its answer; the error is in the bot's log."
+        adapter.write("reply", text)
+        await _deliver(app)
+    await _deliver(app)
+
+
+async def _deliver(app: Any) -> None:
+    """Print what is due now; a failure (the database away) leaves it for the worker."""
+    try:
         await app.outbox.deliver_due()
-    await app.outbox.deliver_due()
+    except Exception:
+        log.exception("console delivery failed")

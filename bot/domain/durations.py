@@ -8,17 +8,23 @@ from datetime import timedelta
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+)\s*([smhdw])")
 _WHOLE = re.compile(r"^\s*(?:\d+\s*[smhdw]\s*)+$")
+# Nothing PIRA times (an override, an escalation, a silence) runs longer than a year;
+# the bound also keeps absurd numbers (9999999999999999999999h) out of date arithmetic.
+MAX_DURATION = timedelta(days=366)
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, *, limit: timedelta = MAX_DURATION) -> timedelta:
     """Parse ``30s``, ``15m``, ``2h``, ``1d``, ``1w`` or a sum such as ``1h30m``.
 
     Raises ValueError with a short message on anything else (no bare numbers:
-    ``30`` is ambiguous).
+    ``30`` is ambiguous) and on a duration longer than ``limit``.
     """
-    if not isinstance(text, str) or not _WHOLE.match(text.lower()):
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 15m, 2h, 1d, 1w)")
+    if not isinstance(text, str) or len(text) > 40 or not _WHOLE.match(text.lower()):
+        shown = text if not isinstance(text, str) or len(text) <= 40 else text[:40] + "…"
+        raise ValueError(f"not a duration: {shown!r} (use e.g. 30s, 15m, 2h, 1d, 1w)")
     seconds = sum(int(n) * _UNITS[u] for n, u in _PART.findall(text.lower()))
+    if seconds > limit.total_seconds():
+        raise ValueError(f"{text.strip()} is too long: at most {format_duration(limit)}")
     return timedelta(seconds=seconds)
 
 

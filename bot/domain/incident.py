@@ -18,13 +18,18 @@ MAX_TITLE = 200
 MAX_TEXT = 2000
 
 
+# C0 and C1 control characters (tab and newline kept), zero-width and direction overrides.
 _CONTROL = re.compile(
-    r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
 )
+# Lone surrogates: undecodable input bytes (surrogateescape) that no database can store.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def clean(text: str) -> str:
-    """User text without control or direction-override characters (newlines kept)."""
+    """User text without control or direction-override characters (newlines kept);
+    undecodable bytes become U+FFFD."""
+    text = _SURROGATE.sub("\ufffd", text)
     return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,8 @@ from sqlalchemy import select
 from bot.store import Store
 from bot.store.models import OutboxMessage
 from tests.support.console_proc import ConsoleProc
+from tests.support.driver import parse
+from tests.support.travel import pira_command
 
 
 @pytest.fixture
@@ -28,6 +32,7 @@ def start(procs: list[ConsoleProc], db_url: str, **kwargs: object) -> ConsolePro
     return proc
 
 
+@pytest.mark.clock  # the real (or the run's moved) clock: times in posts, any hour or day
 def test_a_whole_incident_in_a_terminal(db_url: str, procs: list[ConsoleProc]) -> None:
     bot = start(procs, db_url)
     bot.send("/incident p1 Spark jobs failing on prod")
@@ -158,3 +163,32 @@ def test_as_user_has_their_roles(db_url: str, procs: list[ConsoleProc], tmp_path
     nobody = start(procs, db_url, config=config, as_user="mallory")
     assert nobody.finish() == 2
     assert "not a configured person" in "".join(nobody.stderr)
+
+
+@pytest.mark.parametrize("locale", ["C.UTF-8", "C"])
+def test_a_line_of_invalid_utf8_is_answered_and_the_console_goes_on(
+    db_url: str, tmp_path: Path, locale: str
+) -> None:
+    # Regression: the bytes below killed the console (UnicodeDecodeError in the reader
+    # under a UTF-8 locale; UnicodeEncodeError from the audit insert under C's
+    # surrogateescape), losing the rest of its input.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIRA_", "LC_", "LANG"))}
+    config = tmp_path / "pira.yaml"
+    config.write_text("people: {vera: {name: Vera}}\n")  # no roles
+    env.update(PIRA_DATABASE_URL=db_url, PIRA_CONFIG=str(config), LC_ALL=locale)
+    done = subprocess.run(
+        pira_command("console", "--as", "vera"),
+        input=b"/help\n/update bad\xff\xfebytes\n/oncall override @x 1h\xff\n/help\n",
+        capture_output=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
+    out = done.stdout.decode("utf-8", errors="replace")
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    replies = [p.text for p in parse(out) if p.tag == "reply"]
+    assert len(replies) == 4, out
+    assert "/incident" in replies[0] and "/incident" in replies[3]  # /help, twice
+    assert "needs the responder role" in replies[1]
+    assert "Not a duration: '1h\ufffd'" in replies[2]
+    assert "Traceback" not in done.stderr.decode(errors="replace")

@@ -11,6 +11,7 @@ both cores under a CPU hog, and 4 s still tells the steps (3 s apart) apart.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,6 +118,14 @@ def wait_until_sent(db_url: str, tag: str, timeout: float = 10) -> None:
     raise AssertionError(f"{tag} never marked sent")
 
 
+def late_seconds(text: str) -> int:
+    """The lateness a post states ("late by 14 s"), 0 when it states none."""
+    m = re.search(r"late by (\d+) s\b", text)
+    if m:
+        return int(m.group(1))
+    return 0 if "late by" not in text else 10**6  # minutes or more
+
+
 def assert_on_time(at: float, due: float, sent: float, announced: float, what: str) -> None:
     assert at >= sent + due - EARLY_TOLERANCE, f"{what} early: {at - sent:.2f}s after sending"
     assert at <= announced + due + LATE, f"{what} late: {at - announced:.2f}s after announcing"
@@ -198,13 +207,15 @@ def test_kill_9_then_restart_fires_what_came_due_once_marked_late(
     for who in due:
         if who in printed_first:
             continue  # a busy machine may have fired it before the kill: not again
-        page = second.wait_for(f"DM @{who}", "Page: [P0] #1", timeout=10)
+        page = second.wait_for(f"DM @{who}", "Page: [P0] #1", timeout=20)
         assert "late by" in page.text, who
     if not first.matching("#incident-1", "is due now"):
         assert "late by" in second.wait_for("#incident-1", "is due now").text
-    # The reminder cycle goes on at its own pace after the restart, not late.
-    next_reminder = second.wait_for("#incident-1", "is due now", count=2, timeout=10)
-    assert "late by" not in next_reminder.text
+    # The reminder cycle goes on at its own pace after the restart: the catch-up ones
+    # were late by 8 s or more (due at 4 s, restarted after 12 s); the next one is on
+    # time (a busy machine may make it late by a second or two, never by a cycle).
+    next_reminder = second.wait_for("#incident-1", "is due now", count=2, timeout=20)
+    assert late_seconds(next_reminder.text) < 3, next_reminder.text
     # Exactly once across both processes (a double would have printed by now: the
     # second process fired everything due in one pass before the next reminder).
     everything = dms(first, second)
