@@ -11,14 +11,15 @@ from bot.clock import Clock, SystemClock
 from bot.diagnostics import Diagnostics
 from bot.incidents import Incidents
 from bot.leader import Leadership
-from bot.messages import Reply
-from bot.outbox import Adapter, ChatAdapter, OutboxWorker
+from bot.oncall import OnCall
+from bot.outbox import Adapter, ChatAdapter, OutboxWorker, Poster
 from bot.people import Directory
 from bot.render import Renderer
 from bot.router import Command, Router
 from bot.settings import Config, Env
 from bot.store import Store
 from bot.timers import Timers
+from bot.views import IncidentViews
 
 log = logging.getLogger("pira.app")
 
@@ -54,13 +55,32 @@ class App:
         self.outbox = OutboxWorker(
             store=self.store, adapters=self.adapters, renderer=self.renderer, clock=self.clock
         )
-        self.timers = Timers(app=self)
+        self.views = IncidentViews(config)
+        self.poster = Poster(adapters=lambda: list(self.adapters.values()), clock=self.clock)
+        self.oncall = OnCall(
+            store=self.store,
+            config=config,
+            directory=self.directory,
+            clock=self.clock,
+            poster=self.poster,
+            views=self.views,
+        )
+        self.timers = Timers(
+            store=self.store,
+            config=config,
+            clock=self.clock,
+            oncall=self.oncall,
+            poster=self.poster,
+            views=self.views,
+            notify=self.outbox.notify,
+        )
         self.incidents = Incidents(
             store=self.store,
             config=config,
             directory=self.directory,
             clock=self.clock,
-            adapters=lambda: list(self.adapters.values()),
+            poster=self.poster,
+            views=self.views,
             timers=self.timers,
             notify=self.outbox.notify,
         )
@@ -86,9 +106,6 @@ class App:
 
             found.append(TelegramAdapter(self))
         return found
-
-    def verify_escalation(self) -> Reply:
-        return self.timers.oncall.verify()
 
     async def start(self, *, scheduler: bool = True) -> None:
         """Migrate, then compete for leadership: the leader runs the timers and the

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -23,14 +23,16 @@ from bot.domain.incident import (
     STATUS_LABELS,
     InvalidInput,
     check_text,
-    duration_text,
 )
 from bot.messages import Button, Destination
-from bot.outbox import Adapter, enqueue
 from bot.people import Actor, Directory
 from bot.settings import Config
 from bot.store import Store
 from bot.store.models import Incident, TimelineEvent
+from bot.views import IncidentViews
+
+if TYPE_CHECKING:
+    from bot.outbox import Poster
 
 
 class TimerPlanner(Protocol):
@@ -77,7 +79,8 @@ class Incidents:
         config: Config,
         directory: Directory,
         clock: Clock,
-        adapters: Callable[[], Sequence[Adapter]],
+        poster: Poster,
+        views: IncidentViews,
         timers: TimerPlanner,
         notify: Callable[[], None] = lambda: None,
     ) -> None:
@@ -85,7 +88,8 @@ class Incidents:
         self.config = config
         self.directory = directory
         self.clock = clock
-        self._adapters = adapters
+        self.poster = poster
+        self.views = views
         self.timers = timers
         self._notify = notify
 
@@ -427,39 +431,12 @@ class Incidents:
     # ---- shared pieces ---------------------------------------------------
 
     def post_data(self, incident: Incident, now: datetime) -> dict[str, Any]:
-        """Everything the runbook's templates show, JSON-safe (stored in the outbox)."""
-        policy = self.config.policy(incident.severity)
-        end = incident.resolved_at or now
-        return {
-            "number": incident.number,
-            "title": incident.title,
-            "severity": incident.severity,
-            "status_label": STATUS_LABELS[incident.status],
-            "started": incident.started_at.isoformat(),
-            "duration": duration_text(incident.started_at, end),
-            "commander": incident.commander,
-            "impact": incident.impact,
-            "next_update": (incident.last_update_at + policy.update_every).isoformat(),
-            "bridge_url": self.config.bridge_url if incident.severity in ("P0", "P1") else None,
-        }
+        return self.views.post_data(incident, now)
 
     def ticket_data(self, incident: Incident) -> dict[str, Any]:
-        details = incident.details or {}
-        return {
-            "number": incident.number,
-            "title": incident.title,
-            "severity": incident.severity,
-            "reporter": incident.reporter,
-            "started": incident.started_at.isoformat(),
-            "affected": incident.affected,
-            "status_label": STATUS_LABELS[incident.status],
-            "commander": incident.commander,
-            "impact": incident.impact,
-            "current_status": details.get("current_status", "Investigating"),
-            "initial_actions": details.get("initial_actions"),
-            "links": details.get("links", []),
-            "alert_labels": details.get("labels", {}),
-        }
+        return self.views.ticket_data(incident)
+
+    buttons = staticmethod(IncidentViews.buttons)
 
     def post(
         self,
@@ -475,16 +452,14 @@ class Incidents:
     ) -> list[str]:
         """Enqueue a post in the caller's transaction; returns the platforms it goes to.
         ``edit_of``: the key of an earlier post this one replaces in place."""
-        return enqueue(
+        return self.poster.post(
             session,
-            adapters=self._adapters(),
-            destination=destination,
-            template=template,
-            data=data,
-            key=key,
-            now=self.clock.now(),
-            buttons=buttons,
-            incident_id=incident.id if incident is not None else None,
+            incident.id if incident is not None else None,
+            destination,
+            template,
+            data,
+            key,
+            buttons,
             edit_of=edit_of,
             fresh=fresh,
         )
@@ -516,25 +491,6 @@ class Incidents:
         self._post(
             s, incident, Destination.incident(incident.number), "text", {"text": text}, key, ()
         )
-
-    @staticmethod
-    def buttons(incident: Incident) -> tuple[Button, ...]:
-        """What an announcement offers, following the incident's state."""
-        if not incident.is_open:
-            return ()
-        n = incident.number
-        offered = [
-            Button("Post update", f"/update #{n}", prompt=f"What's new on #{n}?"),
-            Button(
-                "Resolve",
-                f"/resolve #{n}",
-                "danger",
-                prompt=f"Root cause of #{n} (add ' -- ' and the resolution if you like)",
-            ),
-        ]
-        if incident.acknowledged_at is None:
-            offered.insert(0, Button("Acknowledge", f"/ack #{n}", "primary"))
-        return tuple(offered)
 
     def _refresh_announcement(self, s: Session, incident: Incident, reason: str) -> None:
         """Edit the Initial Announcement and the ticket in place on platforms that can:

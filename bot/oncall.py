@@ -4,6 +4,9 @@ A page is a direct message on every platform where the person has an id
 (console: ``[DM @alice]``) plus a mention in the incident's room. A page that
 cannot go out (nobody in the role, no reachable id) is said plainly in the
 room: a page is never silently dropped.
+
+Its own service: the timers and the incident verbs call it; it calls nothing
+above it (it posts through the outbox's poster, in the caller's transaction).
 """
 
 from __future__ import annotations
@@ -15,15 +18,19 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.clock import Clock
 from bot.domain.durations import humanize
 from bot.domain.incident import STATUS_LABELS, InvalidInput
 from bot.domain.rotation import RotationPlan
-from bot.messages import Button, Destination, Reply
-from bot.people import Actor
+from bot.messages import Button, Destination
+from bot.people import Actor, Directory
+from bot.settings import Config
+from bot.store import Store
 from bot.store.models import Incident, Override
+from bot.views import IncidentViews
 
 if TYPE_CHECKING:
-    from bot.app import App
+    from bot.outbox import Poster
 
 MAX_OVERRIDE = timedelta(days=31)
 
@@ -36,17 +43,40 @@ class OnCallNow:
     override_until: datetime | None
 
 
+@dataclass(frozen=True)
+class Verification:
+    """What ``/escalation verify`` found: targets that cannot be reached, and those
+    that can (each ``"@who (where): how"``)."""
+
+    gaps: list[str]
+    reachable: list[str]
+
+
 class OnCall:
-    def __init__(self, app: App) -> None:
-        self.app = app
-        rotation = app.config.oncall.rotation
+    def __init__(
+        self,
+        *,
+        store: Store,
+        config: Config,
+        directory: Directory,
+        clock: Clock,
+        poster: Poster,
+        views: IncidentViews,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.directory = directory
+        self.clock = clock
+        self.poster = poster
+        self.views = views
+        rotation = config.oncall.rotation
         self.plan = (
             RotationPlan(
                 members=rotation.members,
                 every=rotation.every,
                 handoff=rotation.handoff,
                 start=rotation.start,
-                tz=app.config.tz,
+                tz=config.tz,
             )
             if rotation is not None
             else None
@@ -55,8 +85,8 @@ class OnCall:
     # ---- who ---------------------------------------------------------------
 
     def now(self, at: datetime | None = None) -> OnCallNow:
-        at = at or self.app.clock.now()
-        with self.app.store.read() as s:
+        at = at or self.clock.now()
+        with self.store.read() as s:
             override = s.scalar(
                 select(Override)
                 .where(Override.starts_at <= at, Override.ends_at > at)
@@ -82,13 +112,13 @@ class OnCall:
             return self.now(at).primary
         if role == "secondary":
             return self.now(at).secondary
-        return self.app.directory.resolve_role(role)
+        return self.directory.resolve_role(role)
 
     def override(self, *, person: str, duration: timedelta, by: Actor) -> OnCallNow:
         if duration <= timedelta(0) or duration > MAX_OVERRIDE:
             raise InvalidInput("an override lasts between 1 minute and 31 days")
-        now = self.app.clock.now()
-        with self.app.store.transaction() as s:
+        now = self.clock.now()
+        with self.store.transaction() as s:
             s.add(
                 Override(person=person, starts_at=now, ends_at=now + duration, created_by=by.handle)
             )
@@ -113,7 +143,6 @@ class OnCall:
         ``once``: skip a person this incident already paged (the ack chain reaching
         someone an escalation trigger paged already), saying so in the room.
         """
-        app = self.app
         person = self.who(target)
         room = Destination.incident(incident.number)
         suffix = f" ({late})" if late else ""
@@ -123,9 +152,9 @@ class OnCall:
                 if target in ("primary", "secondary")
                 else f"nobody is configured for it (roles.{target})"
             )
-            app.incidents.post(
+            self.poster.post(
                 s,
-                incident,
+                incident.id,
                 room,
                 "text",
                 {"text": f"⚠️ Could not page {target}: {hint}.{suffix}"},
@@ -135,9 +164,9 @@ class OnCall:
         role = "" if target == person else f" ({target})"
         paged: dict[str, str] = dict((incident.details or {}).get("paged", {}))
         if once and person in paged:
-            app.incidents.post(
+            self.poster.post(
                 s,
-                incident,
+                incident.id,
                 room,
                 "text",
                 {
@@ -147,16 +176,16 @@ class OnCall:
                 f"{key}:already",
             )
             return person
-        data = app.incidents.post_data(incident, app.clock.now())
+        data = self.views.post_data(incident, self.clock.now())
         data.update(reason=reason, late=late, person=person)
         ack = (Button("Acknowledge", f"/ack #{incident.number}", "primary"),)
-        platforms = app.incidents.post(
-            s, incident, Destination.dm(person), "page", data, f"{key}:dm", ack
+        platforms = self.poster.post(
+            s, incident.id, Destination.dm(person), "page", data, f"{key}:dm", ack
         )
         if not platforms:
-            app.incidents.post(
+            self.poster.post(
                 s,
-                incident,
+                incident.id,
                 room,
                 "text",
                 {
@@ -166,24 +195,24 @@ class OnCall:
                 f"{key}:unreachable",
             )
             return None
-        app.incidents.post(
+        self.poster.post(
             s,
-            incident,
+            incident.id,
             room,
             "paged",
             {"person": person, "role": role, "reason": reason, "late": late},
             f"{key}:room",
         )
-        paged[person] = app.clock.now().isoformat()
+        paged[person] = self.clock.now().isoformat()
         incident.details = {**(incident.details or {}), "paged": paged}
         return person
 
     # ---- reports -----------------------------------------------------------
 
-    def verify(self) -> Reply:
+    def verify(self) -> Verification:
         """Every role and person the chain, the triggers and the rotation name must
         resolve to a person with at least one reachable platform id."""
-        config = self.app.config
+        config = self.config
         names: dict[str, str] = {}
         for step in config.oncall.chain:
             names.setdefault(step.role, "the ack chain")
@@ -198,7 +227,7 @@ class OnCall:
                 if self.plan is None:
                     gaps.append(f"{name} ({where}): no oncall.rotation is configured")
                 continue
-            person = self.app.directory.resolve_role(name)
+            person = self.directory.resolve_role(name)
             if person is None:
                 gaps.append(f"{name} ({where}): nobody is set in roles.{name}")
             else:
@@ -206,7 +235,7 @@ class OnCall:
         if self.plan is not None:
             for member in self.plan.members:
                 people.setdefault(member, "the rotation")
-        active = [p for p in self.app.adapters if p != "console"]
+        active = [p for p in self.poster.platforms() if p != "console"]
         for person, where in people.items():
             configured = config.people.get(person)
             if configured is None:
@@ -221,19 +250,11 @@ class OnCall:
                 )
             else:
                 checked.append(f"@{person} ({where}): {', '.join(ids)}")
-        if gaps:
-            text = "❌ Escalation targets with gaps:\n" + "\n".join(f"- {g}" for g in gaps)
-            if checked:
-                text += "\nReachable:\n" + "\n".join(f"- {c}" for c in checked)
-            return Reply.plain(text, ok=False)
-        return Reply.plain(
-            "✅ Every escalation target is reachable:\n" + "\n".join(f"- {c}" for c in checked)
-        )
+        return Verification(gaps=gaps, reachable=checked)
 
     def handoff_data(self, now: datetime, boundary: datetime | None = None) -> dict[str, Any]:
         """The handoff document: who hands over to whom at ``boundary`` (default: the
         next handoff), open incidents, last week's incidents."""
-        app = self.app
         current = self.now(now)
         incoming = outgoing = None
         if self.plan is not None:
@@ -248,7 +269,7 @@ class OnCall:
             }
             outgoing = {"primary": previous.primary, "secondary": previous.secondary}
         week_ago = now - timedelta(days=7)
-        with app.store.read() as s:
+        with self.store.read() as s:
             open_rows = list(
                 s.scalars(
                     select(Incident).where(Incident.status != "resolved").order_by(Incident.number)

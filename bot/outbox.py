@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -136,6 +136,48 @@ def enqueue(
             )
         )
     return stored
+
+
+class Poster:
+    """Enqueues posts in a caller's transaction, for every platform running now.
+
+    What services use to post: they never see the adapters, only which platforms a
+    post was stored for (none: nobody could be reached, and the caller says so)."""
+
+    def __init__(self, *, adapters: Callable[[], Sequence[Adapter]], clock: Clock) -> None:
+        self._adapters = adapters
+        self.clock = clock
+
+    def platforms(self) -> list[str]:
+        return [a.name for a in self._adapters()]
+
+    def post(
+        self,
+        session: Session,
+        incident_id: int | None,
+        destination: Destination,
+        template: str,
+        data: dict[str, Any],
+        key: str,
+        buttons: Sequence[Button] = (),
+        edit_of: str | None = None,
+        fresh: bool = False,
+    ) -> list[str]:
+        """Store one post; returns the platforms it goes to. ``edit_of``: the key of an
+        earlier post this one replaces in place; ``fresh``: the key is known to be new."""
+        return enqueue(
+            session,
+            adapters=self._adapters(),
+            destination=destination,
+            template=template,
+            data=data,
+            key=key,
+            now=self.clock.now(),
+            buttons=buttons,
+            incident_id=incident_id,
+            edit_of=edit_of,
+            fresh=fresh,
+        )
 
 
 class OutboxWorker:

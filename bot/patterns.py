@@ -12,9 +12,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bot.domain.severity import SEVERITIES
 from bot.integrations.kube import DeploymentStatus, ExecutorScale, LogLine, NodeInfo, PodInfo
 
-SEVERITY_ORDER = ("P0", "P1", "P2", "P3")
 CPU_HIGH = 0.9  # the runbook's "CPU > 90%"
 # Log lines that say the network failed (the runbook's "Connection refused errors").
 NETWORK_RE = re.compile(
@@ -220,7 +220,7 @@ def suggest(facts: Facts, matches: list[Match]) -> Suggestion:
         found.append(("P3", f"{len(pending)} pod(s) Pending ({_names(pending)})"))
     if not found:
         return Suggestion(None, (), ())
-    top = min(found, key=lambda f: SEVERITY_ORDER.index(f[0]))[0]
+    top = min(found, key=lambda f: SEVERITIES.index(f[0]))[0]
     reasons = tuple(dict.fromkeys(r for s, r in found if s == top))
     also = tuple(dict.fromkeys(r for s, r in found if s != top))
     return Suggestion(top, reasons, also)

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -26,10 +26,9 @@ from pydantic import (
 )
 
 from bot.domain.durations import format_duration, parse_duration
+from bot.domain.severity import SEVERITIES, Severity
 from bot.integrations.prometheus import RunbookQueries
 
-SEVERITIES = ("P0", "P1", "P2", "P3")
-Severity = Literal["P0", "P1", "P2", "P3"]
 ROLE_NAMES = ("primary", "secondary", "team_lead", "engineering_manager", "cto")
 PERMISSIONS = ("responder", "operator", "admin")
 

@@ -17,24 +17,32 @@ that came due while the bot was down fires then, marked "late by …".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from bot.clock import Clock
 from bot.domain.durations import format_duration, humanize
 from bot.domain.incident import late_text
+from bot.domain.severity import SEVERITIES
 from bot.messages import Destination
 from bot.oncall import OnCall
+from bot.settings import Config
+from bot.store import Store
 from bot.store.models import Incident, Timer
+from bot.views import IncidentViews
 
 if TYPE_CHECKING:
-    from bot.app import App
+    from bot.outbox import Poster
 
 log = logging.getLogger("pira.timers")
 
@@ -42,14 +50,38 @@ LATE_AFTER = timedelta(seconds=2)
 INCIDENT_KINDS = ("page", "escalate", "reminder", "overdue")
 CALENDAR_KINDS = ("handoff", "monthly-summary", "runbook-review")
 
-# APScheduler stores jobs by the textual reference of their function, so the job
-# cannot carry the app; it finds the running Timers here by scheduler name.
-_RUNNING: dict[str, Timers] = {}
+JOB_ID = "pira-timers"
 
 
-async def tick(name: str = "default") -> None:
+class Running:
+    """The Timers of this process that a scheduler job may call, by key.
+
+    APScheduler stores a job by the textual reference of its function and its
+    arguments, so the stored job cannot hold the Timers object: it holds a key,
+    and :func:`tick` finds the Timers here. Each Timers registers itself while its
+    scheduler runs (explicitly, in start/stop), under a key of its own, so two
+    apps in one process (tests with two replicas) never reach each other's."""
+
+    _by_key: ClassVar[dict[str, Timers]] = {}
+
+    @classmethod
+    def add(cls, timers: Timers) -> str:
+        key = uuid.uuid4().hex
+        cls._by_key[key] = timers
+        return key
+
+    @classmethod
+    def remove(cls, key: str) -> None:
+        cls._by_key.pop(key, None)
+
+    @classmethod
+    def get(cls, key: str) -> Timers | None:
+        return cls._by_key.get(key)
+
+
+async def tick(key: str = "") -> None:
     """The APScheduler job: fire every timer that is due."""
-    timers = _RUNNING.get(name)
+    timers = Running.get(key)
     if timers is not None:
         await timers.fire_due()
 
@@ -57,11 +89,26 @@ async def tick(name: str = "default") -> None:
 class Timers:
     """Plans timers (inside the callers' transactions) and fires them (on the leader)."""
 
-    def __init__(self, app: App, name: str = "default") -> None:
-        self.app = app
-        self.name = name
-        self.oncall = OnCall(app)
+    def __init__(
+        self,
+        *,
+        store: Store,
+        config: Config,
+        clock: Clock,
+        oncall: OnCall,
+        poster: Poster,
+        views: IncidentViews,
+        notify: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.oncall = oncall
+        self.poster = poster
+        self.views = views
+        self._notify = notify
         self.scheduler: AsyncIOScheduler | None = None
+        self._running_key: str | None = None
         self._lock = asyncio.Lock()
 
     # ---- planning (TimerPlanner) ----------------------------------------------
@@ -92,13 +139,13 @@ class Timers:
         someone acknowledged before its time. Steps already paged stay paged."""
         if incident.acknowledged_at is not None:
             return
-        policy = self.app.config.policy(incident.severity)
+        policy = self.config.policy(incident.severity)
         if policy.page_after is None:
             if not fresh:
-                self._cancel(s, incident, ("page",), self.app.clock.now())
+                self._cancel(s, incident, ("page",), self.clock.now())
             return
         due = incident.detected_at + policy.page_after
-        for step, link in enumerate(self.app.config.oncall.chain):
+        for step, link in enumerate(self.config.oncall.chain):
             self._upsert(
                 s,
                 incident,
@@ -112,7 +159,7 @@ class Timers:
             due += link.respond_within.get(incident.severity, policy.respond_within)  # type: ignore[call-overload]
 
     def _plan_escalations(self, s: Session, incident: Incident, fresh: bool = False) -> None:
-        policy = self.app.config.policy(incident.severity)
+        policy = self.config.policy(incident.severity)
         wanted: dict[str, tuple[datetime, str, int]] = {}
         for step, trigger in enumerate(policy.escalate):
             wanted.setdefault(
@@ -121,7 +168,7 @@ class Timers:
             )
         for row in [] if fresh else self._pending(s, incident, ("escalate",)):
             if row.key not in wanted:
-                row.cancelled_at = self.app.clock.now()
+                row.cancelled_at = self.clock.now()
         for key, (due, target, step) in wanted.items():
             self._upsert(
                 s,
@@ -139,8 +186,8 @@ class Timers:
     ) -> None:
         if not fresh:
             self._cancel(s, incident, ("reminder", "overdue"), now)
-        every = self.app.config.policy(incident.severity).update_every
-        grace = min(self.app.config.oncall.overdue_grace, every)
+        every = self.config.policy(incident.severity).update_every
+        grace = min(self.config.oncall.overdue_grace, every)
         due = max(base + every, now)
         # A fresh key per arming: re-arming twice in one instant must not collide; a
         # cycle still fires once, because firing marks the row itself.
@@ -237,12 +284,12 @@ class Timers:
                     s.add(Timer(key=key, kind=kind, step=0, due_at=due))
 
     def _next_month_day(self, now: datetime, at: time) -> datetime:
-        local = now.astimezone(self.app.config.tz)
+        local = now.astimezone(self.config.tz)
         year, month = local.year, local.month
-        candidate = datetime.combine(local.date().replace(day=1), at, self.app.config.tz)
+        candidate = datetime.combine(local.date().replace(day=1), at, self.config.tz)
         if candidate <= now:
             year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-            candidate = datetime(year, month, 1, at.hour, at.minute, tzinfo=self.app.config.tz)
+            candidate = datetime(year, month, 1, at.hour, at.minute, tzinfo=self.config.tz)
         return candidate
 
     # ---- firing --------------------------------------------------------------
@@ -252,12 +299,12 @@ class Timers:
         async with self._lock:
             fired = await asyncio.to_thread(self._fire_due, limit)
         if fired:
-            self.app.outbox.notify()
+            self._notify()
         return fired
 
     def _fire_due(self, limit: int) -> int:
-        now = self.app.clock.now()
-        with self.app.store.read() as s:
+        now = self.clock.now()
+        with self.store.read() as s:
             ids = list(
                 s.scalars(
                     select(Timer.id)
@@ -279,11 +326,11 @@ class Timers:
         return fired
 
     def _fire_one(self, timer_id: int) -> int:
-        with self.app.store.transaction() as s:
+        with self.store.transaction() as s:
             timer = s.get(Timer, timer_id, with_for_update=True)
             if timer is None or timer.fired_at is not None or timer.cancelled_at is not None:
                 return 0
-            now = self.app.clock.now()
+            now = self.clock.now()
             lateness = now - timer.due_at
             late = late_text(lateness) if lateness > LATE_AFTER else None
             timer.fired_at = now
@@ -308,9 +355,9 @@ class Timers:
         self, s: Session, timer: Timer, incident: Incident, now: datetime, late: str | None
     ) -> None:
         key = f"timer{timer.id}"
-        policy = self.app.config.policy(incident.severity)
+        policy = self.config.policy(incident.severity)
         if timer.kind == "page":
-            chain = self.app.config.oncall.chain
+            chain = self.config.oncall.chain
             if timer.step == 0:
                 reason = f"New [{incident.severity}] incident: please acknowledge."
             else:
@@ -342,9 +389,9 @@ class Timers:
             )
         elif timer.kind == "reminder":
             who = incident.commander or self.oncall.who("primary") or incident.reporter
-            self.app.incidents.post(
+            self.poster.post(
                 s,
-                incident,
+                incident.id,
                 Destination.incident(incident.number),
                 "reminder",
                 {
@@ -356,11 +403,11 @@ class Timers:
                 key,
             )
         elif timer.kind == "overdue":
-            data = self.app.incidents.post_data(incident, now)
+            data = self.views.post_data(incident, now)
             data.update(
                 overdue=humanize(now - incident.last_update_at - policy.update_every), late=late
             )
-            self.app.incidents.post(s, incident, Destination.incidents(), "overdue", data, key)
+            self.poster.post(s, incident.id, Destination.incidents(), "overdue", data, key)
             # Keep reminding until someone updates: the next cycle starts now.
             self._rearm_reminder(s, incident, base=now, now=now)
 
@@ -370,9 +417,9 @@ class Timers:
         if timer.kind == "handoff":
             data = self.oncall.handoff_data(now, boundary=timer.due_at)
             data["late"] = late
-            self.app.incidents.post(s, None, incidents, "handoff", data, key)
+            self.poster.post(s, None, incidents, "handoff", data, key)
         elif timer.kind == "monthly-summary":
-            self.app.incidents.post(
+            self.poster.post(
                 s,
                 None,
                 incidents,
@@ -381,7 +428,7 @@ class Timers:
                 key,
             )
         elif timer.kind == "runbook-review":
-            self.app.incidents.post(
+            self.poster.post(
                 s,
                 None,
                 incidents,
@@ -399,8 +446,8 @@ class Timers:
 
     def monthly_summary(self, s: Session, at: datetime) -> dict[str, Any]:
         """Counts per severity and mean time to resolve over the month before ``at``."""
-        local = at.astimezone(self.app.config.tz)
-        end = datetime(local.year, local.month, 1, tzinfo=self.app.config.tz)
+        local = at.astimezone(self.config.tz)
+        end = datetime(local.year, local.month, 1, tzinfo=self.config.tz)
         start = (end - timedelta(days=1)).replace(day=1)
         rows = list(
             s.scalars(
@@ -408,7 +455,7 @@ class Timers:
             )
         )
         per: dict[str, dict[str, Any]] = {}
-        for sev in ("P0", "P1", "P2", "P3"):
+        for sev in SEVERITIES:
             mine = [i for i in rows if i.severity == sev]
             done = [i.resolved_at - i.detected_at for i in mine if i.resolved_at]
             mean = sum(done, timedelta()) / len(done) if done else None
@@ -418,14 +465,14 @@ class Timers:
     # ---- the scheduler (leader only) -------------------------------------------
 
     def plan_calendar(self) -> None:
-        with self.app.store.transaction() as s:
-            self.ensure_calendar(s, self.app.clock.now())
+        with self.store.transaction() as s:
+            self.ensure_calendar(s, self.clock.now())
 
     async def start(self, tick_seconds: float = 1.0) -> None:
         self.plan_calendar()
-        _RUNNING[self.name] = self
+        self._running_key = Running.add(self)
         scheduler = AsyncIOScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=self.app.store.engine)},
+            jobstores={"default": SQLAlchemyJobStore(engine=self.store.engine)},
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
             timezone="UTC",
         )
@@ -433,11 +480,14 @@ class Timers:
             f"{__name__}:tick",
             "interval",
             seconds=tick_seconds,
-            args=[self.name],
-            id=f"pira-timers-{self.name}",
+            args=[self._running_key],
+            id=JOB_ID,
             replace_existing=True,
         )
         scheduler.start()
+        # The job of versions before the explicit registry (its argument named no key).
+        with contextlib.suppress(JobLookupError):
+            scheduler.remove_job("pira-timers-default")
         self.scheduler = scheduler
         await self.fire_due()  # what came due while the bot was down, at once
 
@@ -445,4 +495,6 @@ class Timers:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
-        _RUNNING.pop(self.name, None)
+        if self._running_key is not None:
+            Running.remove(self._running_key)
+            self._running_key = None

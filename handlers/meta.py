@@ -8,6 +8,7 @@ from typing import Any
 from bot.domain.durations import format_duration
 from bot.domain.incident import InvalidInput
 from bot.messages import Reply
+from bot.oncall import Verification
 from bot.router import Args, CommandList, Context
 from bot.settings import Config
 
@@ -104,5 +105,15 @@ def parse_escalation(a: Args) -> EscalationArgs:
 )
 async def escalation(ctx: Context, args: EscalationArgs) -> Reply:
     if args.verify:
-        return ctx.app.verify_escalation()
+        return verification_reply(ctx.app.oncall.verify())
     return Reply(template="escalation", data=tables(ctx.app.config))
+
+
+def verification_reply(found: Verification) -> Reply:
+    reachable = "\n".join(f"- {c}" for c in found.reachable)
+    if found.gaps:
+        text = "❌ Escalation targets with gaps:\n" + "\n".join(f"- {g}" for g in found.gaps)
+        if found.reachable:
+            text += "\nReachable:\n" + reachable
+        return Reply.plain(text, ok=False)
+    return Reply.plain("✅ Every escalation target is reachable:\n" + reachable)

@@ -56,7 +56,7 @@ def _oncall_reply(now: OnCallNow) -> Reply:
     role_note="responder, for an override",
 )
 async def oncall(ctx: Context, args: OnCallArgs) -> Reply:
-    service = ctx.app.timers.oncall
+    service = ctx.app.oncall
     if args.person is None:
         return _oncall_reply(service.now())
     person = ctx.app.directory.find(args.person)
@@ -108,7 +108,7 @@ async def page(ctx: Context, args: PageArgs) -> Reply:
         reason=reason,
         by=ctx.actor,
         source=ctx.source,
-        oncall=app.timers.oncall,
+        oncall=app.oncall,
     )
     if person is None:
         return Reply.error(f"Could not page {target}; the reason is posted in #incident-{number}.")
@@ -126,6 +126,6 @@ def parse_nothing(a: Args) -> None:
     parse=parse_nothing,
 )
 async def handoff(ctx: Context, args: None) -> Reply:
-    data = ctx.app.timers.oncall.handoff_data(ctx.app.clock.now())
+    data = ctx.app.oncall.handoff_data(ctx.app.clock.now())
     data["late"] = None
     return Reply(template="handoff", data=data)

@@ -6,6 +6,7 @@ import re
 from datetime import datetime, timedelta
 
 from bot.domain.durations import humanize
+from bot.domain.severity import Severity, normalize_severity
 
 STATUSES = ("investigating", "mitigating", "monitoring", "resolved")
 STATUS_LABELS = {
@@ -37,9 +38,9 @@ class InvalidInput(ValueError):
     """Bad input a user can cause; the message is shown to them as is."""
 
 
-def parse_severity(text: str) -> str:
-    value = text.strip().upper()
-    if value not in ("P0", "P1", "P2", "P3"):
+def parse_severity(text: str) -> Severity:
+    value = normalize_severity(text)
+    if value is None:
         raise InvalidInput(f"unknown severity {text!r}: use p0, p1, p2 or p3")
     return value
 
