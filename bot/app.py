@@ -82,6 +82,7 @@ class App:
             poster=self.poster,
             views=self.views,
             timers=self.timers,
+            pager=self.oncall,
             notify=self.outbox.notify,
         )
         self.diagnostics = Diagnostics(self)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,6 +25,8 @@ from bot.domain.incident import (
     InvalidInput,
     check_text,
 )
+from bot.domain.severity import SEVERITIES
+from bot.incident_records import IncidentRecords
 from bot.messages import Button, Destination
 from bot.people import Actor, Directory
 from bot.settings import Config
@@ -59,8 +62,28 @@ class Pager(Protocol):
     ) -> str | None: ...
 
 
-class NotFound(InvalidInput):
-    pass
+@dataclass
+class _Change:
+    """One verb's transaction: the session, the incident, the moment, who and whence."""
+
+    s: Session
+    incident: Incident
+    now: datetime
+    by: Actor
+    source: str
+
+    def event(self, kind: str, text: str) -> TimelineEvent:
+        ev = TimelineEvent(
+            incident_id=self.incident.id,
+            at=self.now,
+            actor=self.by.handle,
+            source=self.source,
+            kind=kind,
+            text=text,
+        )
+        self.s.add(ev)
+        self.s.flush()
+        return ev
 
 
 @dataclass(frozen=True)
@@ -82,6 +105,7 @@ class Incidents:
         poster: Poster,
         views: IncidentViews,
         timers: TimerPlanner,
+        pager: Pager,
         notify: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
@@ -91,53 +115,34 @@ class Incidents:
         self.poster = poster
         self.views = views
         self.timers = timers
+        self.pager = pager
         self._notify = notify
+        self.records = IncidentRecords(store)
 
-    # ---- reading ---------------------------------------------------------
+    # ---- reading (the repository's) ------------------------------------------
 
     def get(self, number: int) -> Incident:
-        with self.store.read() as session:
-            incident = self._load(session, number)
-            _ = list(incident.timeline)  # loaded before the session closes
-            return incident
+        return self.records.get(number)
 
     def list_incidents(self, *, open_only: bool = True, limit: int = 50) -> list[Incident]:
-        with self.store.read() as session:
-            query = select(Incident).order_by(Incident.number.desc()).limit(limit)
-            if open_only:
-                query = query.where(Incident.status != "resolved")
-            return list(session.scalars(query))
+        return self.records.list_incidents(open_only=open_only, limit=limit)
 
     def open_numbers(self) -> list[int]:
-        with self.store.read() as session:
-            return list(
-                session.scalars(
-                    select(Incident.number)
-                    .where(Incident.status != "resolved")
-                    .order_by(Incident.number)
-                )
-            )
+        return self.records.open_numbers()
 
     def pick(self, number: int | None, room_incident: int | None, *, reading: bool = False) -> int:
-        """The incident a command means: ``#N``, else the room's, else the only open one;
-        for ``reading`` (e.g. /timeline) with none open, the most recent one."""
-        if number is not None:
-            return number
-        if room_incident is not None:
-            return room_incident
-        numbers = self.open_numbers()
-        if len(numbers) == 1:
-            return numbers[0]
-        if not numbers:
-            if reading:
-                with self.store.read() as session:
-                    latest = session.scalar(select(func.max(Incident.number)))
-                if latest is not None:
-                    return latest
-                raise InvalidInput("there are no incidents yet")
-            raise InvalidInput("no incident is open")
-        shown = ", ".join(f"#{n}" for n in numbers[:10])
-        raise InvalidInput(f"{len(numbers)} incidents are open ({shown}): say which with #N")
+        return self.records.pick(number, room_incident, reading=reading)
+
+    @contextmanager
+    def _change(
+        self, number: int, by: Actor, source: str, *, must_be_open: bool = True
+    ) -> Iterator[_Change]:
+        """The skeleton of a verb: one transaction around loading the incident, the
+        change, its timeline line and its posts; the outbox woken after the commit."""
+        with self.store.transaction() as s:
+            load = self.records.load_open if must_be_open else self.records.load
+            yield _Change(s, load(s, number), self.clock.now(), by, source)
+        self._notify()
 
     # ---- verbs -----------------------------------------------------------
 
@@ -221,7 +226,7 @@ class Incidents:
         )
         s.add(incident)
         s.flush()
-        self._event(s, incident, by, source, "declared", f"declared [{severity}] {title}", now)
+        _Change(s, incident, now, by, source).event("declared", f"declared [{severity}] {title}")
         data = self.post_data(incident, now)
         ack = self.buttons(incident)
         # A new number: its posts' keys cannot exist yet (no look-up, no autoflush).
@@ -242,24 +247,22 @@ class Incidents:
         return incident
 
     def ack(self, *, number: int, by: Actor, source: str) -> Outcome:
-        with self.store.transaction() as s:
-            now = self.clock.now()
-            incident = self._load_open(s, number)
+        with self._change(number, by, source) as c:
+            incident = c.incident
             if incident.acknowledged_at is not None:
                 return Outcome(
                     incident, f"#{number} was already acknowledged by {incident.acknowledged_by}"
                 )
-            incident.acknowledged_at = now
+            incident.acknowledged_at = c.now
             incident.acknowledged_by = by.handle
             text = f"acknowledged by {by.handle}"
             if incident.commander is None:
                 incident.commander = by.handle
                 text += "; commander now " + by.handle
-            ev = self._event(s, incident, by, source, "acknowledged", text, now)
-            self._room(s, incident, f"✋ #{number} {text}.", f"ack:{ev.id}")
-            self.timers.on_acknowledged(s, incident, now)
-            self._refresh_announcement(s, incident, "ack")
-        self._notify()
+            ev = c.event("acknowledged", text)
+            self._room(c.s, incident, f"✋ #{number} {text}.", f"ack:{ev.id}")
+            self.timers.on_acknowledged(c.s, incident, c.now)
+            self._refresh_announcement(c.s, incident, "ack")
         return Outcome(incident, f"#{number} {text}.")
 
     def set_status(
@@ -273,140 +276,100 @@ class Incidents:
                 by=by,
                 source=source,
             )
-        with self.store.transaction() as s:
-            now = self.clock.now()
-            incident = self._load_open(s, number)
-            if incident.status == status:
+        with self._change(number, by, source) as c:
+            if c.incident.status == status:
                 raise InvalidInput(f"#{number} is already {STATUS_LABELS[status]}")
-            old = incident.status
-            incident.status = status
+            old, c.incident.status = c.incident.status, status
             label = STATUS_LABELS[status].split(" ", 1)[1]
-            text = f"Status changed to {label}" + (f": {note}" if note else "")
-            ev = self._event(
-                s,
-                incident,
-                by,
-                source,
-                "status",
-                f"{old} → {status}" + (f": {note}" if note else ""),
-                now,
-            )
-            self._posted_update(s, incident, text, ev, now)
-        self._notify()
-        return Outcome(incident, f"#{number} is now {STATUS_LABELS[status]}; update posted.")
+            suffix = f": {note}" if note else ""
+            ev = c.event("status", f"{old} → {status}{suffix}")
+            self._posted_update(c, f"Status changed to {label}{suffix}", ev)
+        return Outcome(c.incident, f"#{number} is now {STATUS_LABELS[status]}; update posted.")
 
     def post_update(self, *, number: int, text: str, by: Actor, source: str) -> Outcome:
         text = check_text(text, "the update")
-        with self.store.transaction() as s:
-            now = self.clock.now()
-            incident = self._load_open(s, number)
-            ev = self._event(s, incident, by, source, "update", text, now)
-            self._posted_update(s, incident, text, ev, now)
-        self._notify()
-        return Outcome(incident, f"Update for #{number} posted.")
+        with self._change(number, by, source) as c:
+            self._posted_update(c, text, c.event("update", text))
+        return Outcome(c.incident, f"Update for #{number} posted.")
 
     def set_severity(self, *, number: int, severity: str, by: Actor, source: str) -> Outcome:
-        with self.store.transaction() as s:
-            now = self.clock.now()
-            incident = self._load_open(s, number)
-            old = incident.severity
+        with self._change(number, by, source) as c:
+            old = c.incident.severity
             if old == severity:
                 raise InvalidInput(f"#{number} is already {severity}")
-            incident.severity = severity
-            word = "raised" if severity < old else "lowered"
-            text = f"Severity {word} from {old} to {severity}"
-            ev = self._event(s, incident, by, source, "severity", f"{old} → {severity}", now)
-            self._posted_update(s, incident, text, ev, now)
-            self.timers.on_severity_changed(s, incident, now)
-            self._refresh_announcement(s, incident, "severity")
-        self._notify()
-        return Outcome(incident, f"#{number} is now {severity}; timers re-planned.")
+            c.incident.severity = severity
+            word = "raised" if SEVERITIES.index(severity) < SEVERITIES.index(old) else "lowered"
+            ev = c.event("severity", f"{old} → {severity}")
+            self._posted_update(c, f"Severity {word} from {old} to {severity}", ev)
+            self.timers.on_severity_changed(c.s, c.incident, c.now)
+            self._refresh_announcement(c.s, c.incident, "severity")
+        return Outcome(c.incident, f"#{number} is now {severity}; timers re-planned.")
 
     def set_commander(self, *, number: int, person: str, by: Actor, source: str) -> Outcome:
-        with self.store.transaction() as s:
-            now = self.clock.now()
-            incident = self._load_open(s, number)
-            incident.commander = person
-            ev = self._event(s, incident, by, source, "commander", f"commander: {person}", now)
-            self._room(s, incident, f"#{number} commander is now @{person}.", f"commander:{ev.id}")
-        self._notify()
-        return Outcome(incident, f"#{number} commander is now @{person}.")
+        text = f"#{number} commander is now @{person}."
+        with self._change(number, by, source) as c:
+            c.incident.commander = person
+            ev = c.event("commander", f"commander: {person}")
+            self._room(c.s, c.incident, text, f"commander:{ev.id}")
+        return Outcome(c.incident, text)
 
     def set_impact(self, *, number: int, text: str, by: Actor, source: str) -> Outcome:
         text = check_text(text, "the impact")
-        with self.store.transaction() as s:
-            now = self.clock.now()
-            incident = self._load_open(s, number)
-            incident.impact = text
-            ev = self._event(s, incident, by, source, "impact", f"impact: {text}", now)
-            self._room(s, incident, f"#{number} impact: {text}", f"impact:{ev.id}")
-        self._notify()
-        return Outcome(incident, f"#{number} impact recorded.")
+        with self._change(number, by, source) as c:
+            c.incident.impact = text
+            ev = c.event("impact", f"impact: {text}")
+            self._room(c.s, c.incident, f"#{number} impact: {text}", f"impact:{ev.id}")
+        return Outcome(c.incident, f"#{number} impact recorded.")
 
     def resolve(
         self, *, number: int, root_cause: str, resolution: str | None, by: Actor, source: str
     ) -> Outcome:
         root_cause = check_text(root_cause, "the root cause")
         resolution = check_text(resolution, "the resolution") if resolution else None
-        with self.store.transaction() as s:
-            now = self.clock.now()
-            incident = self._load_open(s, number)
+        with self._change(number, by, source) as c:
+            incident = c.incident
             incident.status = "resolved"
-            incident.resolved_at = now
+            incident.resolved_at = c.now
             incident.root_cause = root_cause
             incident.resolution = resolution
-            ev = self._event(
-                s,
-                incident,
-                by,
-                source,
-                "resolved",
-                f"resolved: {root_cause}" + (f" -- {resolution}" if resolution else ""),
-                now,
+            ev = c.event(
+                "resolved", f"resolved: {root_cause}" + (f" -- {resolution}" if resolution else "")
             )
-            data = self.post_data(incident, now)
+            data = self.views.post_data(incident, c.now)
             data.update(
                 root_cause=root_cause,
                 resolution=resolution,
                 contact=incident.commander or by.handle,
             )
             self._post(
-                s, incident, Destination.incidents(), "resolved", data, f"resolved:{ev.id}", ()
+                c.s, incident, Destination.incidents(), "resolved", data, f"resolved:{ev.id}", ()
             )
-            self._post(
-                s,
+            self._room(
+                c.s,
                 incident,
-                Destination.incident(number),
-                "text",
-                {
-                    "text": f"🟢 #{number} resolved after {data['duration']}. Next: the "
-                    "post-incident review, within 24–48 h (runbook, Phase 4)."
-                },
+                f"🟢 #{number} resolved after {data['duration']}. Next: the "
+                "post-incident review, within 24–48 h (runbook, Phase 4).",
                 f"resolved-room:{ev.id}",
-                (),
             )
-            self.timers.on_resolved(s, incident, now)
-            self._refresh_announcement(s, incident, "resolved")
-        self._notify()
+            self.timers.on_resolved(c.s, incident, c.now)
+            self._refresh_announcement(c.s, incident, "resolved")
         return Outcome(
             incident,
             f"#{number} resolved after {data['duration']}. "
             "Schedule the post-incident review within 24–48 h.",
         )
 
-    def page(
-        self, *, number: int, target: str, reason: str, by: Actor, source: str, oncall: Pager
-    ) -> str | None:
+    def page(self, *, number: int, target: str, reason: str, by: Actor, source: str) -> str | None:
         """Page a role or person by hand; returns who was paged (None: said in the room)."""
-        with self.store.transaction() as s:
-            incident = self._load_open(s, number)
-            ev = self._event(
-                s, incident, by, source, "page", f"paged {target}: {reason}", self.clock.now()
+        with self._change(number, by, source) as c:
+            ev = c.event("page", f"paged {target}: {reason}")
+            person = self.pager.page(
+                c.s,
+                incident=c.incident,
+                target=target,
+                reason=reason,
+                key=f"inc{number}:page:{ev.id}",
             )
-            person = oncall.page(
-                s, incident=incident, target=target, reason=reason, key=f"inc{number}:page:{ev.id}"
-            )
-        self._notify()
         return person
 
     def note(
@@ -420,13 +383,10 @@ class Incidents:
         post: bool = True,
     ) -> None:
         """A timeline line (and a post in the incident room) from another part of PIRA."""
-        with self.store.transaction() as s:
-            now = self.clock.now()
-            incident = self._load(s, number)
-            ev = self._event(s, incident, by, source, kind, text, now)
+        with self._change(number, by, source, must_be_open=False) as c:
+            ev = c.event(kind, text)
             if post:
-                self._room(s, incident, text, f"{kind}:{ev.id}")
-        self._notify()
+                self._room(c.s, c.incident, text, f"{kind}:{ev.id}")
 
     # ---- shared pieces ---------------------------------------------------
 
@@ -516,40 +476,9 @@ class Incidents:
                 edit_of=f"inc{n}:{original}",
             )
 
-    def _posted_update(
-        self, s: Session, incident: Incident, text: str, ev: TimelineEvent, now: datetime
-    ) -> None:
-        incident.last_update_at = now
-        data = self.post_data(incident, now)
+    def _posted_update(self, c: _Change, text: str, ev: TimelineEvent) -> None:
+        c.incident.last_update_at = c.now
+        data = self.views.post_data(c.incident, c.now)
         data["text"] = text
-        self._post(s, incident, Destination.incidents(), "update", data, f"update:{ev.id}", ())
-        self.timers.on_updated(s, incident, now)
-
-    def _event(
-        self,
-        s: Session,
-        incident: Incident,
-        by: Actor,
-        source: str,
-        kind: str,
-        text: str,
-        now: datetime,
-    ) -> TimelineEvent:
-        ev = TimelineEvent(
-            incident_id=incident.id, at=now, actor=by.handle, source=source, kind=kind, text=text
-        )
-        s.add(ev)
-        s.flush()
-        return ev
-
-    def _load(self, s: Session, number: int) -> Incident:
-        incident = s.scalar(select(Incident).where(Incident.number == number))
-        if incident is None:
-            raise NotFound(f"there is no incident #{number}")
-        return incident
-
-    def _load_open(self, s: Session, number: int) -> Incident:
-        incident = self._load(s, number)
-        if not incident.is_open:
-            raise InvalidInput(f"#{number} is already resolved")
-        return incident
+        self._post(c.s, c.incident, Destination.incidents(), "update", data, f"update:{ev.id}", ())
+        self.timers.on_updated(c.s, c.incident, c.now)

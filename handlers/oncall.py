@@ -108,7 +108,6 @@ async def page(ctx: Context, args: PageArgs) -> Reply:
         reason=reason,
         by=ctx.actor,
         source=ctx.source,
-        oncall=app.oncall,
     )
     if person is None:
         return Reply.error(f"Could not page {target}; the reason is posted in #incident-{number}.")
