@@ -2,8 +2,9 @@
 
 The official ``kubernetes`` client talks real HTTP to it through a kubeconfig written by
 :meth:`FakeKubeApi.write_kubeconfig`. Paths, content types and JSON shapes follow the real
-API server (lists are ``PodList`` …, errors are ``Status`` objects), so a client that works
-here sends what a real cluster expects.
+API server (lists are ``PodList`` …, errors are ``Status`` objects with the API server's
+messages), so a client that works here sends what a real cluster expects.
+tests/integration/test_fakes_kube.py checks this against the official client.
 
 Usage::
 
@@ -13,12 +14,22 @@ Usage::
         ...                                   # run the client
         api.requests_matching("PATCH", "/scale")   # the request log
 
-Failure injection: :meth:`FakeKubeApi.fail` (answer with a status) and :meth:`FakeKubeApi.hang`
-(hold the request until :meth:`FakeKubeApi.clear_faults` or shutdown).
+Served: get/list (label and field selectors, ``limit``/``continue``) of the kinds in
+:data:`RESOURCES`; pod logs; delete with preconditions; merge and strategic-merge patches
+(maps only) and server-side apply with field ownership (conflicts, ``force``); the ``scale``
+subresource; ``metrics.k8s.io`` lists. Not served (answered 405 "not implemented by
+FakeKubeApi"): create (POST), replace (PUT), delete of a collection, JSON patch, watch.
+Deleting a pod removes it at once (a real kubelet first terminates it).
+
+Failure injection: :meth:`FakeKubeApi.fail` (answer with a status), :meth:`FakeKubeApi.hang`
+(hold the request until :meth:`FakeKubeApi.clear_faults` or shutdown) and
+:meth:`FakeKubeApi.forbid` (deny a verb like an RBAC authorizer would).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import copy
 import datetime as dt
@@ -38,8 +49,10 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 Obj = dict[str, Any]
+FieldPath = tuple[str, ...]
 
 TOKEN = "fake-token-for-tests"
+USER = "system:serviceaccount:spark:pira"  # who TOKEN authenticates as
 DRIVER_CONTAINER = "spark-kubernetes-driver"
 EXECUTOR_CONTAINER = "spark-kubernetes-executor"
 
@@ -58,6 +71,11 @@ class Resource:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
+    @property
+    def qualified(self) -> str:
+        """``pods``, ``statefulsets.apps``: how the API server names it in messages."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
 
 RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "pods", "Pod"),
@@ -72,6 +90,11 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("batch", "v1", "cronjobs", "CronJob"),
 )
 _BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
+# Kinds whose status is a subresource: writes to the main resource leave status alone.
+_STATUS_KINDS = {"Pod", "Node", "Service", "PersistentVolumeClaim", "StatefulSet", "Deployment",
+                 "Job", "CronJob"}  # fmt: skip
+# Kinds whose strategy sets metadata.generation (bumped when the spec changes).
+_GENERATION_KINDS = {"StatefulSet", "Deployment", "Job", "CronJob"}
 
 
 @dataclass
@@ -106,35 +129,92 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# --- errors -----------------------------------------------------------------------------------
+# Failures are `Status` objects (API conventions: "Response Status Kind"); the messages are the
+# API server's (k8s.io/apimachinery/pkg/api/errors), so a client's error text reads the same.
+
+
 def status_obj(code: int, reason: str, message: str, details: Obj | None = None) -> Obj:
-    """A ``Status`` failure object exactly as the API server returns it."""
-    return {
+    """A ``Status`` failure object exactly as the API server returns it. ``None`` details and
+    empty detail fields are left out (``omitempty``): a core-group NotFound has no "group"."""
+    status: Obj = {
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
         "status": "Failure",
         "message": message,
         "reason": reason,
-        "details": details or {},
-        "code": code,
     }
+    if details is not None:
+        status["details"] = {k: v for k, v in details.items() if v not in ("", None, [])}
+    status["code"] = code
+    return status
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, reason: str, message: str, details: Obj | None = None) -> None:
+    """An answer other than success: a ``Status`` object, or ``text`` (text/plain)."""
+
+    def __init__(
+        self,
+        code: int,
+        reason: str,
+        message: str,
+        details: Obj | None = None,
+        *,
+        text: str | None = None,
+    ) -> None:
         super().__init__(message)
+        self.code = code
+        self.text = text
         self.status = status_obj(code, reason, message, details)
 
 
 def _not_found(res: Resource, name: str) -> ApiError:
-    group = res.group or ""
-    what = f"{res.plural}.{group}" if group else res.plural
-    return ApiError(
-        404,
-        "NotFound",
-        f'{what} "{name}" not found',
-        {"name": name, "group": group, "kind": res.plural},
+    details = {"name": name, "group": res.group, "kind": res.plural}
+    return ApiError(404, "NotFound", f'{res.qualified} "{name}" not found', details)
+
+
+def _conflict(res: Resource, name: str, why: str) -> ApiError:
+    details = {"name": name, "group": res.group, "kind": res.plural}
+    message = f'Operation cannot be fulfilled on {res.qualified} "{name}": {why}'
+    return ApiError(409, "Conflict", message, details)
+
+
+def _invalid(kind: str, group: str, name: str, errors: list[tuple[str, str, str]]) -> ApiError:
+    """422 ``Invalid``; ``errors`` are (field, cause type, detail), e.g. ("spec.replicas",
+    "FieldValueInvalid", "Invalid value: -1: must be greater than or equal to 0")."""
+    texts = [f"{field}: {detail}" for field, _, detail in errors]
+    aggregate = texts[0] if len(texts) == 1 else f"[{', '.join(texts)}]"
+    qualified = f"{kind}.{group}" if group else kind
+    causes = [{"reason": r, "message": d, "field": f} for f, r, d in errors]
+    details = {"name": name, "group": group, "kind": kind, "causes": causes}
+    return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {aggregate}', details)
+
+
+def _forbidden(
+    verb: str, group: str, resource: str, sub: str, ns: str | None, name: str | None
+) -> ApiError:
+    # What the RBAC authorizer's denial looks like (responsewriters.Forbidden).
+    full = f"{resource}/{sub}" if sub else resource
+    where = f'in the namespace "{ns}"' if ns else "at the cluster scope"
+    why = f'User "{USER}" cannot {verb} resource "{full}" in API group "{group}" {where}'
+    qualified = f"{resource}.{group}" if group else resource
+    message = (
+        f'{qualified} "{name}" is forbidden: {why}' if name else f"{qualified} is forbidden: {why}"
     )
+    return ApiError(403, "Forbidden", message, {"name": name, "group": group, "kind": resource})
+
+
+def _unimplemented(what: str) -> ApiError:
+    return ApiError(405, "MethodNotAllowed", f"{what} is not implemented by FakeKubeApi")
+
+
+# An unknown path (or an aggregated API without its APIService, e.g. metrics.k8s.io when
+# metrics-server is absent) ends in the API server's NotFoundHandler: http.NotFound, plain text.
+_NOT_FOUND_PATH = ApiError(404, "NotFound", "404 page not found", text="404 page not found\n")
+_NOT_ALLOWED = ApiError(
+    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+)
 
 
 # --- selectors --------------------------------------------------------------------------------
@@ -183,27 +263,56 @@ def _field_value(obj: Obj, path: str) -> str:
     cur: Any = obj
     for part in path.split("."):
         cur = cur.get(part) if isinstance(cur, dict) else None
+    if isinstance(cur, bool):
+        return "true" if cur else "false"
     return "" if cur is None else str(cur)
 
 
-def field_selector_matches(selector: str, obj: Obj) -> bool:
-    """Evaluate a field selector (``a.b=v``, ``a.b==v``, ``a.b!=v``, comma = and)."""
+# The fields each kind can be selected by (API concepts, "Field selectors": only a few fields
+# per kind are indexed). Pods and nodes have their own conversion functions; every other kind
+# gets the metav1 default (metadata.name, metadata.namespace).
+_POD_FIELDS = (
+    *("metadata.name", "metadata.namespace", "spec.nodeName", "spec.restartPolicy"),
+    *("spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork", "status.phase"),
+    *("status.podIP", "status.podIPs", "status.nominatedNodeName"),
+)
+_FIELD_LABELS = {
+    "pods": _POD_FIELDS,
+    "nodes": ("metadata.name", "spec.unschedulable"),
+    "jobs": ("metadata.name", "metadata.namespace", "status.successful"),
+}
+
+
+def _check_field_label(plural: str, key: str) -> None:
+    if plural in _FIELD_LABELS:
+        if key not in _FIELD_LABELS[plural]:
+            raise ApiError(400, "BadRequest", f"field label not supported: {key}")
+    elif key not in ("metadata.name", "metadata.namespace"):
+        message = (
+            f'"{key}" is not a known field selector: only "metadata.name", "metadata.namespace"'
+        )
+        raise ApiError(400, "BadRequest", message)
+
+
+def field_selector_matches(selector: str, obj: Obj, plural: str = "pods") -> bool:
+    """Evaluate a field selector (``a.b=v``, ``a.b==v``, ``a.b!=v``, comma = and) on an object
+    of the resource ``plural``; unsupported fields are refused as the API server does."""
     for req in selector.split(","):
         m = re.match(r"^\s*([\w.]+)\s*(==|!=|=)\s*(.*?)\s*$", req)
         if m is None:
-            raise ApiError(400, "BadRequest", f"invalid field selector: {req!r}")
+            raise ApiError(400, "BadRequest", f"invalid selector: '{selector}'")
         key, op, value = m.groups()
-        if key not in ("metadata.name", "metadata.namespace", "status.phase", "spec.nodeName"):
-            raise ApiError(
-                400, "BadRequest", f'field label not supported: "{key}"'
-            )  # the real server only indexes a few fields per kind
+        _check_field_label(plural, key)
         if (_field_value(obj, key) == value) != (op != "!="):
             return False
     return True
 
 
+# --- patches ----------------------------------------------------------------------------------
+
+
 def _merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 merge; for the map-only patches clients send here it equals strategic merge."""
+    """RFC 7386 JSON merge patch: maps merge, ``null`` deletes, anything else replaces."""
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
     result = dict(target) if isinstance(target, dict) else {}
@@ -213,6 +322,251 @@ def _merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = _merge_patch(result.get(key), value)
     return result
+
+
+def _strategic_merge_patch(target: Any, patch: Obj) -> Any:
+    """A strategic merge patch equals a merge patch for maps; lists (merged by their patch
+    merge key) and ``$patch``-style directives need the type's schema: refused loudly rather
+    than merged wrongly."""
+
+    def check(value: Any) -> None:
+        if isinstance(value, list):
+            raise _unimplemented("a strategic merge patch of a list")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key.startswith("$"):
+                    raise _unimplemented(f"the strategic merge directive {key}")
+                check(item)
+
+    check(patch)
+    return _merge_patch(target, patch)
+
+
+# --- field ownership (Server-Side Apply, "Field management") ----------------------------------
+# Each object's metadata.managedFields lists managers and the fields they own (FieldsV1:
+# {"f:data": {"f:key": {}}}). Simplification: lists are atomic (a real server merges
+# associative lists such as containers by key) and the "." / "k:" entries are not used.
+
+_UNOWNED_META = {"name", "namespace", "uid", "resourceVersion", "generation",
+                 "creationTimestamp", "managedFields", "selfLink", "deletionTimestamp",
+                 "deletionGracePeriodSeconds"}  # fmt: skip
+_MISSING = object()
+
+
+def _leaves(obj: Obj) -> dict[FieldPath, Any]:
+    """The fields of an object as field management tracks them: paths to scalars, lists and
+    empty maps, without apiVersion/kind, server-set metadata and status."""
+    out: dict[FieldPath, Any] = {}
+
+    def walk(value: Any, path: FieldPath) -> None:
+        if isinstance(value, dict) and value:
+            for key, item in value.items():
+                walk(item, (*path, key))
+        else:
+            out[path] = value
+
+    for key, value in obj.items():
+        if key in ("apiVersion", "kind", "status"):
+            continue
+        if key == "metadata" and isinstance(value, dict):
+            for mkey, mvalue in value.items():
+                if mkey not in _UNOWNED_META:
+                    walk(mvalue, ("metadata", mkey))
+        else:
+            walk(value, (key,))
+    return out
+
+
+def _fields_v1(paths: set[FieldPath]) -> Obj:
+    root: Obj = {}
+    for path in sorted(paths):
+        node = root
+        for part in path:
+            node = node.setdefault(f"f:{part}", {})
+    return root
+
+
+def _paths_v1(fields: Obj, prefix: FieldPath = ()) -> set[FieldPath]:
+    out: set[FieldPath] = set()
+    for key, sub in fields.items():
+        if key.startswith("f:"):
+            path = (*prefix, key[2:])
+            inner = _paths_v1(sub, path) if isinstance(sub, dict) else set()
+            out |= inner or {path}
+    return out
+
+
+@dataclass
+class _Owner:
+    """One managedFields entry: a manager's identity and the fields it owns."""
+
+    manager: str
+    operation: str  # "Apply" or "Update"
+    api_version: str
+    subresource: str
+    time: str
+    fields: set[FieldPath]
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.manager, self.operation, self.subresource)
+
+    def describe(self) -> str:
+        # as the API server prints a manager in conflict messages (printManager)
+        text = f'"{self.manager}"'
+        if self.subresource:
+            text += f' with subresource "{self.subresource}"'
+        return f"{text} using {self.api_version}" if self.operation == "Update" else text
+
+    def entry(self) -> Obj:
+        entry: Obj = {
+            "manager": self.manager,
+            "operation": self.operation,
+            "apiVersion": self.api_version,
+            "time": self.time,
+            "fieldsType": "FieldsV1",
+            "fieldsV1": _fields_v1(self.fields),
+        }
+        if self.subresource:
+            entry["subresource"] = self.subresource
+        return entry
+
+
+def _owners(obj: Obj | None) -> list[_Owner]:
+    entries = ((obj or {}).get("metadata") or {}).get("managedFields") or []
+    return [
+        _Owner(
+            e.get("manager", ""),
+            e.get("operation", "Update"),
+            e.get("apiVersion", ""),
+            e.get("subresource", ""),
+            e.get("time", ""),
+            _paths_v1(e.get("fieldsV1") or {}),
+        )
+        for e in entries
+    ]
+
+
+def _set_owners(obj: Obj, owners: list[_Owner]) -> None:
+    entries = [o.entry() for o in owners if o.fields]
+    if entries:
+        obj["metadata"]["managedFields"] = entries
+    else:
+        obj["metadata"].pop("managedFields", None)
+
+
+def _owner(owners: list[_Owner], key: tuple[str, str, str], api_version: str) -> _Owner:
+    for owner in owners:
+        if owner.key == key:
+            owner.api_version, owner.time = api_version, _now()
+            return owner
+    owner = _Owner(key[0], key[1], api_version, key[2], _now(), set())
+    owners.append(owner)
+    return owner
+
+
+def _record_update(new: Obj, old: Obj, manager: str, api_version: str, sub: str = "") -> None:
+    """A non-apply write ("Update"): its manager takes over every field it changed; updates
+    never conflict."""
+    before, after = _leaves(old), _leaves(new)
+    changed = {
+        p for p in before.keys() | after.keys() if before.get(p, _MISSING) != after.get(p, _MISSING)
+    }
+    owners = _owners(old)
+    for owner in owners:
+        owner.fields -= changed
+    if changed & after.keys():
+        _owner(owners, (manager, "Update", sub), api_version).fields |= changed & after.keys()
+    _set_owners(new, owners)
+
+
+def _unchanged(new: Obj, old: Obj) -> bool:
+    """Whether a write changes nothing but managedFields timestamps."""
+
+    def comparable(obj: Obj) -> Obj:
+        meta = {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}
+        meta["managedFields"] = [
+            {k: v for k, v in entry.items() if k != "time"}
+            for entry in meta.get("managedFields", [])
+        ]
+        return {**obj, "metadata": meta}
+
+    return comparable(new) == comparable(old)
+
+
+def _delete_path(obj: Obj, path: FieldPath) -> None:
+    node: Any = obj
+    for part in path[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(path[-1], None)
+
+
+def _user_agent_manager(user_agent: str | None) -> str:
+    # Without ?fieldManager= an update is recorded under the User-Agent's product name.
+    return (user_agent or "unknown").split("/")[0][:128]
+
+
+# --- validation -------------------------------------------------------------------------------
+
+_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+_SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+    "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex "
+    f"used for validation is '{_SUBDOMAIN}')"
+)
+
+
+def _validate(res: Resource, name: str, new: Obj, old: Obj | None) -> None:
+    """The API server's create/update validation for the kinds the bot writes; raises 422."""
+    errors: list[tuple[str, str, str]] = []
+    if old is None and (len(name) > 253 or not re.fullmatch(_SUBDOMAIN, name)):
+        errors.append(
+            ("metadata.name", "FieldValueInvalid", f'Invalid value: "{name}": {_SUBDOMAIN_MSG}')
+        )
+    spec = new.get("spec") or {}
+    if res.kind in ("StatefulSet", "Deployment"):
+        replicas = spec.get("replicas")
+        if isinstance(replicas, int) and replicas < 0:
+            detail = f"Invalid value: {replicas}: must be greater than or equal to 0"
+            errors.append(("spec.replicas", "FieldValueInvalid", detail))
+    if res.kind == "Job":
+        pod_spec = (spec.get("template") or {}).get("spec") or {}
+        if not pod_spec.get("containers"):
+            errors.append(("spec.template.spec.containers", "FieldValueRequired", "Required value"))
+        policy = pod_spec.get("restartPolicy") or "Always"  # the pod template default
+        if policy not in ("OnFailure", "Never"):
+            detail = f'Unsupported value: "{policy}": supported values: "OnFailure", "Never"'
+            errors.append(("spec.template.spec.restartPolicy", "FieldValueNotSupported", detail))
+        old_template = ((old or {}).get("spec") or {}).get("template")
+        if old is not None and spec.get("template") != old_template:
+            # a Job's pod template is immutable (the real message prints the whole template)
+            errors.append(
+                ("spec.template", "FieldValueInvalid", "Invalid value: ...: field is immutable")
+            )
+    if res.kind == "PersistentVolumeClaim":
+        if not spec.get("accessModes"):
+            detail = "Required value: at least 1 access mode is required"
+            errors.append(("spec.accessModes", "FieldValueRequired", detail))
+        if "storage" not in ((spec.get("resources") or {}).get("requests") or {}):
+            errors.append(("spec.resources[storage]", "FieldValueRequired", "Required value"))
+        if old is not None:
+
+            def frozen(s: Obj, previous: Obj) -> Obj:  # what may not change after creation
+                s = {k: v for k, v in s.items() if k != "resources"}
+                if not previous.get("volumeName"):  # the binder sets it once
+                    s.pop("volumeName", None)
+                return s
+
+            old_spec = old.get("spec") or {}
+            if frozen(spec, old_spec) != frozen(old_spec, old_spec):
+                detail = (
+                    "Forbidden: spec is immutable after creation except resources.requests "
+                    "and volumeAttributesClassName for bound claims"
+                )  # the real message goes on with a diff of the two specs
+                errors.append(("spec", "FieldValueForbidden", detail))
+    if errors:
+        raise _invalid(res.kind, res.group, name, errors)
 
 
 # --- object builders --------------------------------------------------------------------------
@@ -350,10 +704,43 @@ _REASONS = {
     503: "ServiceUnavailable",
     504: "Timeout",
 }
-_MERGE_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
+_JSON_PATCH = "application/json-patch+json"
+_MERGE_PATCH = "application/merge-patch+json"
+_STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 _APPLY_TYPE = "application/apply-patch+yaml"
+# What a built-in resource accepts for PATCH, in the order the API server lists them.
+_PATCH_TYPES = (_JSON_PATCH, _MERGE_PATCH, _STRATEGIC_PATCH, _APPLY_TYPE)
 _METRICS_GV = "metrics.k8s.io/v1beta1"
-_NOT_FOUND_PATH = ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
+def _verb(method: str, name: str | None, query: dict[str, str]) -> str:
+    """The authorization verb of a request (k8s.io/apiserver RequestInfo)."""
+    if method == "GET":
+        return "get" if name else ("watch" if query.get("watch") in ("1", "true") else "list")
+    if method == "DELETE":
+        return "delete" if name else "deletecollection"
+    return {"PATCH": "patch", "POST": "create", "PUT": "update"}.get(method, method.lower())
+
+
+def _etcd_key(obj: Obj) -> str:
+    meta = obj["metadata"]
+    return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
+
+
+def _encode_continue(start: str, rv: str) -> str:
+    token = {"v": "meta.k8s.io/v1", "rv": int(rv), "start": start}
+    return base64.urlsafe_b64encode(json.dumps(token).encode()).decode().rstrip("=")
+
+
+def _decode_continue(token: str) -> tuple[str, str]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if data.get("v") != "meta.k8s.io/v1" or not isinstance(data.get("start"), str):
+            raise ValueError("unsupported continue token version or start key")
+        return data["start"], str(int(data["rv"]))
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error) as exc:
+        message = f"invalid continue token: continue key is not valid: {exc}"
+        raise ApiError(400, "BadRequest", message) from None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -396,14 +783,17 @@ class _Handler(BaseHTTPRequestHandler):
         rec = RecordedRequest(
             method, url.path, query, ctype, None, self.headers.get("Authorization")
         )
+        body_error = None
+        if raw:
+            try:
+                rec.body = yaml.safe_load(raw) if ctype == _APPLY_TYPE else json.loads(raw)
+            except (ValueError, yaml.YAMLError) as exc:
+                what = "error decoding YAML" if ctype == _APPLY_TYPE else "error decoding body"
+                body_error = f"{what}: {exc}"
         with self.api._lock:
             self.api.requests.append(rec)
         try:
-            if raw:
-                try:
-                    rec.body = yaml.safe_load(raw) if ctype == _APPLY_TYPE else json.loads(raw)
-                except ValueError as exc:
-                    raise ApiError(400, "BadRequest", f"invalid body: {exc}") from None
+            # the API server's filter order: authentication, then the handler
             if rec.authorization != f"Bearer {TOKEN}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             fault = self.api._take_fault(method, url.path)
@@ -414,9 +804,9 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None and fault.status is not None:
                 code = fault.status
                 raise ApiError(code, _REASONS.get(code, "Unknown"), f"injected failure {code}")
-            code, payload = self._route(method, url.path, query, rec)
+            code, payload = self._route(method, url.path, query, rec, body_error)
         except ApiError as err:
-            code, payload = err.status["code"], err.status
+            code, payload = err.code, (err.text if err.text is not None else err.status)
         rec.status = code
         if isinstance(payload, str):
             self._send(code, payload.encode(), "text/plain")
@@ -431,42 +821,58 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _route(
-        self, method: str, path: str, query: dict[str, str], rec: RecordedRequest
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        rec: RecordedRequest,
+        body_error: str | None,
     ) -> tuple[int, Obj | str]:
         is_discovery = path in ("/version", "/api", "/apis", "/api/v1") or bool(
             re.fullmatch(r"/apis/[^/]+/[^/]+", path)
         )
         if method == "GET" and is_discovery:
             return 200, self._discovery(path)
-        if path.startswith(f"/apis/{_METRICS_GV}/"):
-            return 200, self._metrics(method, path, query)
         m = _PATH_RE.match(path)
         if m is None:
             raise _NOT_FOUND_PATH
         group = "" if m["core"] else m["group"]
-        res = _BY_PATH.get((group, m["core"] or m["version"], m["plural"]))
-        if res is None or (res.namespaced is False and m["ns"] is not None):
+        version = m["core"] or m["version"]
+        ns, plural, name, sub = m["ns"], m["plural"], m["name"], m["sub"]
+        # authorization comes before routing: a denied request is 403 even for a missing object
+        self.api._authorize(_verb(method, name, query), group, plural, sub or "", ns, name)
+        if f"{group}/{version}" == _METRICS_GV:
+            return 200, self._metrics(method, ns, plural, name, query)
+        res = _BY_PATH.get((group, version, plural))
+        if res is None or (res.namespaced is False and ns is not None):
             raise _NOT_FOUND_PATH
-        ns, name, sub = m["ns"], m["name"], m["sub"]
         if name is None:
-            if method != "GET":
-                raise ApiError(405, "MethodNotAllowed", f"{method} on a collection")
-            return 200, self._list(res, ns, query)
+            if method == "GET":
+                if query.get("watch") in ("1", "true"):
+                    raise _unimplemented("watch")
+                return 200, self._list(res, ns, query)
+            if method in ("POST", "DELETE"):
+                raise _unimplemented(f"{method} on a collection")
+            raise _NOT_ALLOWED
         if sub is None:
             if method == "GET":
                 return 200, self._get(res, ns, name)
             if method == "DELETE":
+                if body_error:
+                    raise ApiError(400, "BadRequest", body_error)
                 return 200, self._delete(res, ns, name, rec.body)
             if method == "PATCH":
-                return self._patch(res, ns, name, query, rec)
+                return self._patch(res, ns, name, None, query, rec, body_error)
+            if method == "PUT":
+                raise _unimplemented("PUT (replace)")
         elif sub == "log" and res.plural == "pods" and method == "GET":
             return 200, self._log(ns or "", name, query)
         elif sub == "scale" and res.plural in ("statefulsets", "deployments"):
             if method == "GET":
                 return 200, self._scale(res, ns, name)
             if method == "PATCH":
-                return 200, self._patch_scale(res, ns, name, rec)
-        raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method: {method}")
+                return self._patch(res, ns, name, "scale", query, rec, body_error)
+        raise _NOT_ALLOWED
 
     # discovery
     def _discovery(self, path: str) -> Obj:
@@ -527,28 +933,47 @@ class _Handler(BaseHTTPRequestHandler):
 
     # reads
     def _select(self, res: Resource, ns: str | None, query: dict[str, str]) -> list[Obj]:
+        labels_sel, fields_sel = query.get("labelSelector"), query.get("fieldSelector")
+        if fields_sel:  # refused even when nothing would be compared
+            for req in fields_sel.split(","):
+                key = re.split(r"==|!=|=", req, maxsplit=1)[0].strip()
+                _check_field_label(res.plural, key)
         items = []
         for obj in self.api._list(res, ns):
             labels = obj["metadata"].get("labels") or {}
-            if "labelSelector" in query and not label_selector_matches(
-                query["labelSelector"], labels
-            ):
+            if labels_sel and not label_selector_matches(labels_sel, labels):
                 continue
-            if "fieldSelector" in query and not field_selector_matches(query["fieldSelector"], obj):
+            if fields_sel and not field_selector_matches(fields_sel, obj, res.plural):
                 continue
             items.append(obj)
         return items
 
     def _list(self, res: Resource, ns: str | None, query: dict[str, str]) -> Obj:
+        try:
+            limit = int(query.get("limit") or 0)
+        except ValueError:
+            raise ApiError(400, "BadRequest", f"invalid limit: {query['limit']!r}") from None
+        rv = str(next(self.api._rv))
         items = self._select(res, ns, query)
+        # API concepts, "Retrieving large results sets in chunks": items come in key order
+        # (namespace/name); a page of `limit` carries an opaque `continue` token naming where
+        # the next page starts, and remainingItemCount when the list has no selector.
+        if query.get("continue"):
+            start, rv = _decode_continue(query["continue"])
+            items = [obj for obj in items if _etcd_key(obj) >= start]
+        meta: Obj = {"resourceVersion": rv}
+        if 0 < limit < len(items):
+            meta["continue"] = _encode_continue(_etcd_key(items[limit - 1]) + "\x00", rv)
+            if not query.get("labelSelector") and not query.get("fieldSelector"):
+                meta["remainingItemCount"] = len(items) - limit
+            items = items[:limit]
         for obj in items:  # the real server leaves kind/apiVersion off list items
             obj.pop("kind", None)
             obj.pop("apiVersion", None)
-        rv = str(next(self.api._rv))
         return {
             "kind": f"{res.kind}List",
             "apiVersion": res.api_version,
-            "metadata": {"resourceVersion": rv},
+            "metadata": meta,
             "items": items,
         }
 
@@ -573,11 +998,23 @@ class _Handler(BaseHTTPRequestHandler):
             container = names[0]
         if container not in names:
             raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {name}")
-        if pod["status"].get("phase") == "Pending":
+        if not pod["spec"].get("nodeName"):
+            return ""  # not scheduled: the API server has no kubelet to ask, the log is empty
+        # the kubelet's answer for a container that never ran (validateContainerLogStatus);
+        # a restarting one (CrashLoopBackOff) serves its previous instance's log
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        cstatus: Obj = next((s for s in statuses if s.get("name") == container), {})
+        state, last = cstatus.get("state") or {}, cstatus.get("lastState") or {}
+        if not state.get("running") and not state.get("terminated") and not last.get("terminated"):
+            reason = (state.get("waiting") or {}).get("reason")
+            detail = {
+                "ErrImagePull": ": image can't be pulled",
+                "ImagePullBackOff": ": trying and failing to pull image",
+            }.get(reason or "", f": {reason}" if reason else " - no logs yet")
             raise ApiError(
                 400,
                 "BadRequest",
-                f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating',
+                f'container "{container}" in pod "{name}" is waiting to start{detail}',
             )
         with self.api._lock:
             text = self.api._logs.get((ns, name, container), "")
@@ -602,14 +1039,22 @@ class _Handler(BaseHTTPRequestHandler):
             "status": {"replicas": obj["status"].get("replicas", 0), "selector": selector},
         }
 
-    def _metrics(self, method: str, path: str, query: dict[str, str]) -> Obj:
+    def _metrics(
+        self, method: str, ns: str | None, plural: str, name: str | None, query: dict[str, str]
+    ) -> Obj:
         if not self.api.metrics_available:
-            raise _NOT_FOUND_PATH  # what the aggregator answers when no APIService serves it
+            raise _NOT_FOUND_PATH  # no APIService for metrics.k8s.io: the aggregator has no route
+        if (
+            plural not in ("pods", "nodes")
+            or name is not None
+            or (plural == "nodes") != (ns is None)
+        ):
+            raise _NOT_FOUND_PATH
         if method != "GET":
-            raise ApiError(405, "MethodNotAllowed", "metrics are read-only")
+            raise _NOT_ALLOWED  # metrics are read-only
         meta = {"resourceVersion": ""}
         now = _now()
-        if path == f"/apis/{_METRICS_GV}/nodes":
+        if plural == "nodes":
             with self.api._lock:
                 node_items = [
                     {
@@ -626,13 +1071,10 @@ class _Handler(BaseHTTPRequestHandler):
                 "metadata": meta,
                 "items": node_items,
             }
-        m = re.fullmatch(rf"/apis/{re.escape(_METRICS_GV)}/namespaces/([^/]+)/pods", path)
-        if m is None:
-            raise _NOT_FOUND_PATH
         items = []
-        for pod in self._select(_BY_PATH[("", "v1", "pods")], m[1], query):
+        for pod in self._select(_BY_PATH[("", "v1", "pods")], ns, query):
             with self.api._lock:
-                usage = self.api._pod_metrics.get((m[1], pod["metadata"]["name"]))
+                usage = self.api._pod_metrics.get((ns or "", pod["metadata"]["name"]))
             if usage is None:
                 continue
             pmeta = {k: pod["metadata"].get(k) for k in ("name", "namespace", "labels")}
@@ -650,49 +1092,119 @@ class _Handler(BaseHTTPRequestHandler):
 
     # writes
     def _delete(self, res: Resource, ns: str | None, name: str, body: Any) -> Obj:
+        preconditions = (body.get("preconditions") or {}) if isinstance(body, dict) else {}
         with self.api._lock:
             obj = self._get(res, ns, name)
-            want_uid = ((body or {}).get("preconditions") or {}).get("uid")
-            if want_uid is not None and want_uid != obj["metadata"]["uid"]:
-                raise ApiError(
-                    409,
-                    "Conflict",
-                    f"Precondition failed: UID in precondition: {want_uid}, "
-                    f"UID in object meta: {obj['metadata']['uid']}",
-                )
+            # DeleteOptions.preconditions: the storage layer refuses with a Conflict
+            key = f"/registry/{res.plural}/{ns}/{name}" if ns else f"/registry/{res.plural}/{name}"
+            meta = obj["metadata"]
+            for field, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+                want = preconditions.get(field)
+                if want is not None and want != meta.get(field):
+                    raise _conflict(
+                        res,
+                        name,
+                        f"StorageError: invalid object, Code: 4, Key: {key}, ResourceVersion: 0, "
+                        f"AdditionalErrorMsg: Precondition failed: {label} in precondition: "
+                        f"{want}, {label} in object meta: {meta.get(field)}",
+                    )
             del self.api._objects[(res.api_version, res.plural, ns, name)]
         obj["metadata"]["deletionTimestamp"] = _now()
         obj["metadata"]["deletionGracePeriodSeconds"] = 30
         return obj
 
-    def _store(self, res: Resource, ns: str | None, name: str, obj: Obj) -> Obj:
+    def _store(
+        self, res: Resource, ns: str | None, name: str, obj: Obj, old: Obj | None = None
+    ) -> Obj:
+        if old is not None and _unchanged(obj, old):
+            return copy.deepcopy(old)  # a no-op write is not stored: same resourceVersion
         obj["metadata"]["resourceVersion"] = str(next(self.api._rv))
         self.api._objects[(res.api_version, res.plural, ns, name)] = obj
         return copy.deepcopy(obj)
 
     def _patch(
-        self, res: Resource, ns: str | None, name: str, query: dict[str, str], rec: RecordedRequest
+        self,
+        res: Resource,
+        ns: str | None,
+        name: str,
+        sub: str | None,
+        query: dict[str, str],
+        rec: RecordedRequest,
+        body_error: str | None,
     ) -> tuple[int, Obj]:
-        body = rec.body
-        if not isinstance(body, dict):
-            raise ApiError(400, "BadRequest", "patch body must be an object")
-        if rec.content_type == _APPLY_TYPE:
-            return self._apply(res, ns, name, query, rec, body)
-        if rec.content_type not in _MERGE_TYPES:
-            accepted = ", ".join((*_MERGE_TYPES, _APPLY_TYPE))
+        # The API server's PATCH handler checks, in order: the media type (415), the
+        # PatchOptions (422: fieldManager is required for apply, force only for apply), then
+        # decodes the body (400).
+        ctype = rec.content_type
+        if ctype not in _PATCH_TYPES:
             raise ApiError(
                 415,
                 "UnsupportedMediaType",
-                "the body of the request was in an unknown format - "
-                f"accepted media types include: {accepted}",
+                "the body of the request was in an unknown format - accepted media types "
+                f"include: {', '.join(_PATCH_TYPES)}",
             )
+        errors = []
+        if ctype != _APPLY_TYPE and "force" in query:
+            errors.append(
+                (
+                    "force",
+                    "FieldValueForbidden",
+                    "Forbidden: may not be specified for non-apply patch",
+                )
+            )
+        if ctype == _APPLY_TYPE and not query.get("fieldManager"):
+            errors.append(
+                (
+                    "fieldManager",
+                    "FieldValueRequired",
+                    "Required value: is required for apply patch",
+                )
+            )
+        if errors:
+            raise _invalid("PatchOptions", "meta.k8s.io", "", errors)
+        if body_error:
+            raise ApiError(400, "BadRequest", body_error)
+        if ctype == _JSON_PATCH:
+            raise _unimplemented("application/json-patch+json")
+        body = rec.body
+        if not isinstance(body, dict):
+            raise ApiError(400, "BadRequest", "error decoding patch: the patch is not an object")
+        if sub == "scale":
+            if ctype == _APPLY_TYPE:
+                raise _unimplemented("server-side apply of the scale subresource")
+            manager = query.get("fieldManager") or _user_agent_manager(
+                self.headers.get("User-Agent")
+            )
+            return 200, self._patch_scale(res, ns, name, body, ctype, manager)
+        if ctype == _APPLY_TYPE:
+            return self._apply(res, ns, name, query, rec, body)
+        manager = query.get("fieldManager") or _user_agent_manager(self.headers.get("User-Agent"))
         with self.api._lock:
-            obj = self._get(res, ns, name)
-            patched = _merge_patch(obj, body)
-            patched["metadata"]["name"] = name
-            if patched.get("spec") != obj.get("spec") and "generation" in obj["metadata"]:
-                patched["metadata"]["generation"] = obj["metadata"]["generation"] + 1
-            return 200, self._store(res, ns, name, patched)
+            old = self._get(res, ns, name)  # a non-apply patch never creates: 404
+            want_rv = (body.get("metadata") or {}).get("resourceVersion")
+            if want_rv is not None and want_rv != old["metadata"].get("resourceVersion"):
+                # optimistic concurrency (API concepts, "Resource versions")
+                raise _conflict(
+                    res,
+                    name,
+                    "the object has been modified; please apply your changes to the latest "
+                    "version and try again",
+                )
+            merge = _strategic_merge_patch if ctype == _STRATEGIC_PATCH else _merge_patch
+            new = merge(old, body)
+            new["metadata"] = dict(new.get("metadata") or {}, name=name)
+            for field in ("uid", "creationTimestamp", "namespace", "generation"):
+                if field in old["metadata"]:
+                    new["metadata"][field] = old["metadata"][field]
+            if res.kind in _STATUS_KINDS:  # status is its own subresource
+                new.pop("status", None)
+                if "status" in old:
+                    new["status"] = old["status"]
+            if new.get("spec") != old.get("spec") and res.kind in _GENERATION_KINDS:
+                new["metadata"]["generation"] = old["metadata"].get("generation", 0) + 1
+            _validate(res, name, new, old)
+            _record_update(new, old, manager, res.api_version)
+            return 200, self._store(res, ns, name, new, old)
 
     def _apply(
         self,
@@ -703,78 +1215,122 @@ class _Handler(BaseHTTPRequestHandler):
         rec: RecordedRequest,
         body: Obj,
     ) -> tuple[int, Obj]:
-        manager = query.get("fieldManager")
-        if not manager:
-            raise ApiError(400, "BadRequest", "fieldManager is required for apply requests")
+        """Server-side apply: create or merge, the applier owning what it applied; fields
+        owned by another manager with another value conflict unless ``force``; fields this
+        manager applied before and no longer does are removed unless someone else owns them."""
+        manager = query["fieldManager"]
+        force = query.get("force", "").lower() == "true"
         if body.get("apiVersion") != res.api_version or body.get("kind") != res.kind:
+            group, _, version = str(body.get("apiVersion") or "").rpartition("/")
             raise ApiError(
                 400,
                 "BadRequest",
-                f"the API version in the data ({body.get('apiVersion')}) or kind "
-                f"({body.get('kind')}) does not match the expected {res.api_version} {res.kind}",
+                f"invalid object type: {group}/{version}, Kind={body.get('kind') or ''}",
             )
         meta = body.get("metadata") or {}
-        if meta.get("name") != name:
-            raise ApiError(
-                400,
-                "BadRequest",
-                f"the name of the object ({meta.get('name')}) "
-                f"does not match the name on the URL ({name})",
-            )
-        if meta.get("namespace") not in (None, ns):
-            raise ApiError(
-                400,
-                "BadRequest",
-                "the namespace of the provided object does not "
-                "match the namespace sent on the request",
-            )
         if "managedFields" in meta:
             raise ApiError(400, "BadRequest", "metadata.managedFields must be nil")
-        if res.kind == "Job" and not _field_value(body, "spec.template.spec.containers"):
-            raise ApiError(
-                422,
-                "Invalid",
-                f'Job.batch "{name}" is invalid: spec.template.spec.containers: Required value',
-            )
-        entry = {
-            "manager": manager,
-            "operation": "Apply",
-            "apiVersion": res.api_version,
-            "time": _now(),
-            "fieldsType": "FieldsV1",
-            "fieldsV1": {},
-        }
+        applied = _leaves(body)
         with self.api._lock:
             existing = self.api.get(res.api_version, res.plural, ns, name)
             if existing is None:
-                obj = copy.deepcopy(body)
+                # apply that creates is also authorized as create
+                self.api._authorize("create", res.group, res.plural, "", ns, name)
+            owners = _owners(existing)
+            mine = _owner(owners, (manager, "Apply", ""), res.api_version)
+            previous = set(mine.fields)
+            live = _leaves(existing) if existing else {}
+            conflicts = [
+                (owner, path)
+                for owner in owners
+                if owner is not mine
+                for path in sorted(owner.fields & applied.keys())
+                if live.get(path, _MISSING) != applied[path]
+            ]
+            if conflicts and not force:
+                raise self._apply_conflict(conflicts)
+            for owner, path in conflicts:  # forced: the applier takes them over
+                owner.fields.discard(path)
+            if meta.get("name") != name:
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    f"the name of the object ({meta.get('name') or ''}) "
+                    f"does not match the name on the URL ({name})",
+                )
+            if meta.get("namespace") not in (None, ns):
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    "the namespace of the provided object does not "
+                    "match the namespace sent on the request",
+                )
+            content = {k: v for k, v in body.items() if k != "status"}
+            if existing is None:
+                obj = copy.deepcopy(content)
                 obj["metadata"] = dict(meta, uid=str(uuid.uuid4()), creationTimestamp=_now())
                 if ns is not None:
                     obj["metadata"]["namespace"] = ns
-                rec.created = True
+                if res.kind in _GENERATION_KINDS:
+                    obj["metadata"]["generation"] = 1
             else:
-                obj = _merge_patch(existing, {k: v for k, v in body.items() if k != "status"})
-            obj["metadata"]["managedFields"] = [entry]
-            return (201 if rec.created else 200), self._store(res, ns, name, obj)
+                obj = _merge_patch(existing, content)
+                others = set().union(*(o.fields for o in owners if o is not mine))
+                for path in previous - applied.keys() - others:
+                    _delete_path(obj, path)
+                if obj.get("spec") != existing.get("spec") and res.kind in _GENERATION_KINDS:
+                    obj["metadata"]["generation"] = existing["metadata"].get("generation", 0) + 1
+            mine.fields = set(applied)
+            _validate(res, name, obj, existing)
+            _set_owners(obj, owners)
+            rec.created = existing is None
+            return (201 if rec.created else 200), self._store(res, ns, name, obj, existing)
 
-    def _patch_scale(self, res: Resource, ns: str | None, name: str, rec: RecordedRequest) -> Obj:
-        if rec.content_type not in _MERGE_TYPES:
-            raise ApiError(
-                415, "UnsupportedMediaType", f"unsupported patch type {rec.content_type}"
+    @staticmethod
+    def _apply_conflict(conflicts: list[tuple[_Owner, FieldPath]]) -> ApiError:
+        # Server-Side Apply, "Conflicts": 409 naming each manager and field (NewApplyConflict)
+        def field(path: FieldPath) -> str:
+            return "." + ".".join(path)
+
+        causes = []
+        for owner, path in conflicts:
+            message = f"conflict with {owner.describe()}"
+            causes.append(
+                {"reason": "FieldManagerConflict", "message": message, "field": field(path)}
             )
-        replicas = ((rec.body or {}).get("spec") or {}).get("replicas")
-        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-            raise ApiError(
-                422,
-                "Invalid",
-                f'Scale.autoscaling "{name}" is invalid: spec.replicas: '
-                f"Invalid value: {replicas!r}: must be greater than or equal to 0",
+        if len(conflicts) == 1:
+            owner, path = conflicts[0]
+            message = (
+                f"Apply failed with 1 conflict: conflict with {owner.describe()}: {field(path)}"
             )
+        else:
+            lines = []
+            for described in sorted({o.describe() for o, _ in conflicts}):
+                lines.append(f"conflicts with {described}:")
+                lines += [f"- {field(p)}" for o, p in conflicts if o.describe() == described]
+            message = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
+        return ApiError(409, "Conflict", message, {"causes": causes})
+
+    def _patch_scale(
+        self, res: Resource, ns: str | None, name: str, body: Obj, ctype: str, manager: str
+    ) -> Obj:
+        # The scale subresource: the patch applies to the Scale object, only spec.replicas
+        # reaches the workload.
         with self.api._lock:
+            scale = self._scale(res, ns, name)
+            merge = _strategic_merge_patch if ctype == _STRATEGIC_PATCH else _merge_patch
+            replicas = (merge(scale, body).get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+                detail = f"Invalid value: {replicas!r}: must be greater than or equal to 0"
+                error = ("spec.replicas", "FieldValueInvalid", detail)
+                raise _invalid("Scale", "autoscaling", name, [error])
             obj = self._get(res, ns, name)
-            obj["spec"]["replicas"] = replicas
-            obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
-            self._store(res, ns, name, obj)
+            old = copy.deepcopy(obj)
+            if obj["spec"].get("replicas") != replicas:
+                obj["spec"]["replicas"] = replicas
+                obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
+            _record_update(obj, old, manager, res.api_version, "scale")
+            self._store(res, ns, name, obj, old)
             return self._scale(res, ns, name)
 
 
@@ -791,6 +1347,7 @@ class FakeKubeApi:
         self._pod_metrics: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
         self._node_metrics: dict[str, dict[str, str]] = {}
         self._faults: list[_Fault] = []
+        self._denied: set[tuple[str, str, str]] = set()  # (verb, group, resource[/sub])
         self._connections: set[socket.socket] = set()
         self._release = threading.Event()
         self._rv = itertools.count(1000)
@@ -921,7 +1478,16 @@ class FakeKubeApi:
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+            self._denied.clear()
         self._release.set()
+
+    def forbid(self, verb: str, resource: str, group: str = "") -> None:
+        """Deny ``verb`` on ``resource`` (``"pods"``, ``"pods/log"``,
+        ``"statefulsets/scale"``) of API ``group`` as an RBAC authorizer without a matching
+        rule would: 403 with the API server's message, before anything else is looked at.
+        A server-side apply that would create an object needs ``create`` too."""
+        with self._lock:
+            self._denied.add((verb, group, resource))
 
     # request log
     def requests_matching(self, method: str | None = None, path: str = "") -> list[RecordedRequest]:
@@ -944,6 +1510,15 @@ class FakeKubeApi:
                 return res
         raise KeyError(f"{api_version} {kind} is not served by the fake")
 
+    def _authorize(
+        self, verb: str, group: str, resource: str, sub: str, ns: str | None, name: str | None
+    ) -> None:
+        full = f"{resource}/{sub}" if sub else resource
+        with self._lock:
+            denied = (verb, group, full) in self._denied
+        if denied:
+            raise _forbidden(verb, group, resource, sub, ns, name)
+
     def _take_fault(self, method: str, path: str) -> _Fault | None:
         with self._lock:
             for fault in self._faults:
@@ -957,8 +1532,9 @@ class FakeKubeApi:
 
     def _list(self, res: Resource, ns: str | None) -> Iterator[Obj]:
         with self._lock:
+            # in storage key order (namespace/name), as lists and their pages come
             for (api_version, plural, obj_ns, _name), obj in sorted(
-                self._objects.items(), key=lambda kv: (kv[0][2] or "", kv[0][3])
+                self._objects.items(), key=lambda kv: _etcd_key(kv[1])
             ):
                 same_kind = api_version == res.api_version and plural == res.plural
                 if same_kind and (ns is None or obj_ns == ns):

@@ -4,33 +4,23 @@ and the exact requests the fake Kubernetes API server receives."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
-from bot.app import App
 from bot.clock import FakeClock
 from bot.messages import Room
-from tests.fakes.kube_api import FakeKubeApi, seed_spark_platform
-from tests.support.cluster_app import Chat, build_app, cluster_config
+from bot.settings import Config
+from tests.fakes.kube_api import FakeKubeApi
+from tests.support.cluster_app import Chat, cluster_config
 
 SCALE = "/apis/apps/v1/namespaces/spark/statefulsets/spark-connect-executor/scale"
 DEPLOY = "/apis/apps/v1/namespaces/spark/deployments/spark-connect"
 
 
-@pytest.fixture
-def kube_api() -> Iterator[FakeKubeApi]:
-    with FakeKubeApi() as api:
-        seed_spark_platform(api)
-        yield api
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+# kube_api, clock and chat: tests/integration/conftest.py
 
 
 @pytest.fixture
@@ -51,18 +41,8 @@ def backups(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def chat(
-    make_app: Callable[..., App],
-    kube_api: FakeKubeApi,
-    tmp_path: Path,
-    clock: FakeClock,
-    backups: Path,
-) -> AsyncIterator[Chat]:
-    config = cluster_config(backups_dir=str(backups), executors={"min": 1, "max": 50})
-    app = build_app(make_app, kube_api, tmp_path, config=config, clock=clock)
-    await app.start(scheduler=False)
-    yield Chat(app)
-    await app.stop()
+def app_config(backups: Path) -> Config:
+    return cluster_config(backups_dir=str(backups), executors={"min": 1, "max": 50})
 
 
 def writes(api: FakeKubeApi) -> list[tuple[str, str]]:
@@ -325,3 +305,17 @@ async def test_restore_only_from_inside_the_backups_folder(
     assert not reply.ok and answer in chat.text(reply), chat.text(reply)
     assert not reply.buttons
     assert writes(kube_api) == []
+
+
+async def test_restore_with_an_overlong_name_is_answered_and_audited(
+    chat: Chat, kube_api: FakeKubeApi
+) -> None:
+    # Regression: 300 characters raised ENAMETOOLONG out of the router, unaudited.
+    name = "b" * 300
+    reply = await chat.say("root", f"/restore {name}")
+    assert not reply.ok
+    assert "A backup name has at most 200 characters, not 300." in chat.text(reply)
+    assert writes(kube_api) == []
+    [(actor, action, outcome, detail)] = audit(chat)
+    assert (actor, outcome) == ("root", "rejected")
+    assert action.startswith("/restore bbbb") and "at most 200 characters" in detail

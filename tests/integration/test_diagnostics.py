@@ -4,33 +4,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bot.app import App
-from bot.clock import FakeClock
-from tests.fakes.kube_api import FakeKubeApi, seed_spark_platform
+from tests.fakes.kube_api import FakeKubeApi
 from tests.support.cluster_app import Chat, build_app, cluster_config
 from tests.support.promstack import LOOPBACK, free_port
 
-
-@pytest.fixture
-def kube_api() -> Iterator[FakeKubeApi]:
-    with FakeKubeApi() as api:
-        seed_spark_platform(api)
-        yield api
-
-
-@pytest.fixture
-async def chat(
-    make_app: Callable[..., App], kube_api: FakeKubeApi, tmp_path: Path
-) -> AsyncIterator[Chat]:
-    app = build_app(make_app, kube_api, tmp_path, clock=FakeClock())
-    await app.start(scheduler=False)
-    yield Chat(app)
-    await app.stop()
+# kube_api and chat (the seeded platform, default configuration): tests/integration/conftest.py
 
 
 # ---- /health ------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,25 +22,18 @@ from bot.integrations.kube import (
     NotFound,
     load_api_client,
 )
-from tests.fakes.kube_api import TOKEN, FakeKubeApi, seed_spark_platform
+from tests.fakes.kube_api import TOKEN, FakeKubeApi
 
 SCALE_PATH = "/apis/apps/v1/namespaces/spark/statefulsets/spark-connect-executor/scale"
 DEPLOY_PATH = "/apis/apps/v1/namespaces/spark/deployments/spark-connect"
 
 
-@pytest.fixture
-def kube_api() -> Iterator[FakeKubeApi]:
-    with FakeKubeApi() as api:
-        seed_spark_platform(api)
-        yield api
+# kube_api and cluster: tests/integration/conftest.py
 
 
 @pytest.fixture
-async def cluster(kube_api: FakeKubeApi, tmp_path: Path) -> AsyncIterator[Cluster]:
-    kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig")
-    cluster = Cluster.from_environment(kubeconfig=kubeconfig, timeout=2.0)
-    yield cluster
-    cluster.close()
+def cluster_timeout() -> float:
+    return 2.0  # the hanging-server test waits for it
 
 
 def writes(api: FakeKubeApi) -> list[tuple[str, str]]:

@@ -9,7 +9,6 @@ every granted (rule, verb, resourceName) must have been needed by at least one r
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 from bot.integrations.kube import RESTORABLE_KINDS, Cluster, NotADriver
-from tests.fakes.kube_api import FakeKubeApi, RecordedRequest, seed_spark_platform
+from tests.fakes.kube_api import FakeKubeApi, RecordedRequest
 
 RBAC = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "rbac.yaml"
 SA = {"kind": "ServiceAccount", "name": "pira", "namespace": "spark"}
@@ -129,19 +128,7 @@ def manifest_of_every_restorable_kind() -> str:
     return yaml.safe_dump_all(docs)
 
 
-@pytest.fixture
-def kube_api() -> Iterator[FakeKubeApi]:
-    with FakeKubeApi() as api:
-        seed_spark_platform(api)
-        yield api
-
-
-@pytest.fixture
-async def cluster(kube_api: FakeKubeApi, tmp_path: Path) -> AsyncIterator[Cluster]:
-    kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig")
-    cluster = Cluster.from_environment(kubeconfig=kubeconfig, timeout=5.0)
-    yield cluster
-    cluster.close()
+# kube_api and cluster (seeded platform, 5 s timeout): tests/integration/conftest.py
 
 
 async def exercise_every_method(cluster: Cluster, tmp_path: Path) -> None:
