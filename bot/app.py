@@ -85,7 +85,7 @@ class App:
             pager=self.oncall,
             notify=self.outbox.notify,
         )
-        self.diagnostics = Diagnostics(self)
+        self.diagnostics = Diagnostics(config=config, env=env, clock=self.clock)
         self.alerts = AlertIngest(self)
         self.router = Router(self, all_commands())
         self._tasks: list[asyncio.Task[None]] = []

@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.clock import Clock
 from bot.integrations.kube import Cluster, ClusterError, ClusterUnavailable, load_api_client
 from bot.integrations.prometheus import PrometheusClient, PrometheusError
-from bot.messages import Button, Reply
+from bot.messages import Button
 from bot.patterns import Facts, match, scale_up_target, suggest
 
 if TYPE_CHECKING:
-    from bot.app import App
     from bot.settings import Cluster as ClusterConfig
+    from bot.settings import Config, Env
 
 log = logging.getLogger("pira.diagnostics")
 
@@ -54,22 +55,32 @@ class Part:
     configured: bool = True
 
 
+@dataclass(frozen=True)
+class HealthReport:
+    """What /health found, for the ``health`` template, and the actions it offers."""
+
+    data: dict[str, Any]
+    buttons: tuple[Button, ...]
+
+
 class Diagnostics:
-    def __init__(self, app: App) -> None:
-        self.app = app
+    def __init__(self, *, config: Config, env: Env, clock: Clock) -> None:
+        self.config = config
+        self.env = env
+        self.clock = clock
         self._cluster: Cluster | None = None
         self._cluster_lock = asyncio.Lock()
         self._prometheus: PrometheusClient | None = None
 
     @property
     def settings(self) -> ClusterConfig:
-        return self.app.config.cluster
+        return self.config.cluster
 
     # ---- clients ---------------------------------------------------------------------------
 
     @property
     def cluster_configured(self) -> bool:
-        return bool(self.app.env.kubeconfig or self.app.env.in_cluster)
+        return bool(self.env.kubeconfig or self.env.in_cluster)
 
     async def cluster(self) -> Cluster:
         """The Cluster, built on first use. Raises :class:`NotConfigured` or
@@ -82,7 +93,7 @@ class Diagnostics:
             if self._cluster is None:
                 cfg = self.settings
                 # Blocking: reads the kubeconfig (or the service account's files).
-                api = await asyncio.to_thread(load_api_client, self.app.env.kubeconfig)
+                api = await asyncio.to_thread(load_api_client, self.env.kubeconfig)
                 self._cluster = Cluster(
                     api,
                     namespace=cfg.namespace,
@@ -96,7 +107,7 @@ class Diagnostics:
 
     def prometheus(self) -> PrometheusClient | None:
         """The Prometheus client, or None when ``PIRA_PROMETHEUS_URL`` is not set."""
-        url = self.app.env.prometheus_url
+        url = self.env.prometheus_url
         if not url:
             return None
         if self._prometheus is None:
@@ -166,7 +177,7 @@ class Diagnostics:
             jobs[f"prom:{check}"] = bind(prom, check)
         return jobs
 
-    async def health(self) -> Reply:
+    async def health(self) -> HealthReport:
         """The /health report: cluster state, the runbook's metrics, the matching patterns,
         a severity suggestion with its evidence, and buttons for the actions PIRA can run."""
         parts = await self._parts(self._jobs())
@@ -182,7 +193,7 @@ class Diagnostics:
         matches = match(facts)
         suggestion = suggest(facts, matches)
         data: dict[str, Any] = {
-            "checked_at": self.app.clock.now().isoformat(),
+            "checked_at": self.clock.now().isoformat(),
             "api": _api_line(parts),
             "pods": _pods_data(parts["pods"]),
             "nodes": _nodes_data(parts["nodes"]),
@@ -204,7 +215,7 @@ class Diagnostics:
             ],
         }
         if suggestion.severity is not None:
-            policy = self.app.config.policy(suggestion.severity)
+            policy = self.config.policy(suggestion.severity)
             data["severity"] = {
                 "level": suggestion.severity,
                 "name": policy.name,
@@ -214,7 +225,7 @@ class Diagnostics:
             }
         buttons = self._buttons(facts, {m.pattern.action for m in matches})
         data["actions"] = [b.command for b in buttons]
-        return Reply(template="health", data=data, buttons=tuple(buttons))
+        return HealthReport(data=data, buttons=tuple(buttons))
 
     def _buttons(self, facts: Facts, actions: set[str | None]) -> list[Button]:
         buttons = []

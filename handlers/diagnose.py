@@ -51,7 +51,8 @@ def _none(a: Args) -> None:
     parse=_none,
 )
 async def health(ctx: Context, args: None) -> Reply:
-    return await ctx.app.diagnostics.health()
+    report = await ctx.app.diagnostics.health()
+    return Reply(template="health", data=report.data, buttons=report.buttons)
 
 
 # ---- /pods --------------------------------------------------------------------------------
