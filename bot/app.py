@@ -8,6 +8,8 @@ from typing import Any
 
 from bot.alerts import AlertIngest
 from bot.clock import Clock, SystemClock
+from bot.cluster_actions import ClusterActions
+from bot.cluster_reads import ClusterReads
 from bot.diagnostics import Diagnostics
 from bot.incidents import Incidents
 from bot.leader import Leadership
@@ -86,6 +88,10 @@ class App:
             notify=self.outbox.notify,
         )
         self.diagnostics = Diagnostics(config=config, env=env, clock=self.clock)
+        self.reads = ClusterReads(self.diagnostics)
+        self.actions = ClusterActions(
+            diagnostics=self.diagnostics, incidents=self.incidents, clock=self.clock
+        )
         self.alerts = AlertIngest(self)
         self.router = Router(self, all_commands())
         self._tasks: list[asyncio.Task[None]] = []

@@ -1,78 +1,44 @@
 """Guarded emergency actions on the cluster (issue 5): /scale, /restart, /kill, /restore.
 
 Every command here is role-guarded and confirmed through the router (``confirm=``): the
-prompt is built from the cluster's current state, the handler runs only after the same
-person confirmed within 60 s. The router audits each attempt; a failed API call is audited
-here as ``failed`` with the API server's answer. During an incident (``#N``, the room's, or
-the only open one) the action and its result land on the incident's timeline; no incident
-open is never a reason to refuse an action.
+prompt is built from the plan the cluster-actions service makes of the cluster's current
+state, the handler runs only after the same person confirmed within 60 s. The router
+audits each attempt; a failed API call is answered and audited as ``failed`` with the API
+server's answer. What an action may do and its timeline lines are the service's
+(bot/cluster_actions.py); here commands are parsed and answers worded.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from bot.domain.incident import InvalidInput
-from bot.integrations.kube import (
-    ClusterError,
-    ClusterUnavailable,
-    ExecutorScale,
-    NotFound,
-)
+from bot.cluster_actions import ActionFailed, Where
 from bot.messages import Reply
 from bot.router import Args, CommandList, Context
-from handlers.diagnose import cluster_of
 
 commands = CommandList()
-log = logging.getLogger("pira.actions")
+T = TypeVar("T")
 
 
 # ---- shared -------------------------------------------------------------------------------
 
 
-def _check_incident(ctx: Context, number: int | None) -> None:
-    if number is not None:
-        ctx.app.incidents.get(number)  # raises "there is no incident #N"
+def _where(ctx: Context, number: int | None) -> Where:
+    return Where(ctx.actor, ctx.source, number, ctx.room_incident)
 
 
-def _incident_for(ctx: Context, number: int | None) -> int | None:
-    """The incident an action belongs to: ``#N``, else the room's or the only open one."""
-    if number is not None:
-        return number
-    candidates = (
-        [ctx.room_incident] if ctx.room_incident is not None else ctx.app.incidents.open_numbers()
-    )
-    if len(candidates) != 1:
-        return None
+async def _done(command: str, action: Awaitable[T]) -> T | Reply:
+    """The action's outcome, or the answer to its failure (audited as ``failed``)."""
     try:
-        return candidates[0] if ctx.app.incidents.get(candidates[0]).is_open else None
-    except InvalidInput:
-        return None
-
-
-def _note(ctx: Context, number: int | None, text: str) -> None:
-    incident = _incident_for(ctx, number)
-    if incident is None:
-        return
-    try:
-        ctx.app.incidents.note(
-            number=incident, text=text, by=ctx.actor, source=ctx.source, kind="action"
-        )
-    except Exception:  # the action is done; a timeline problem must not hide that
-        log.exception("timeline note failed", extra={"incident": incident})
-
-
-def _failed(ctx: Context, number: int | None, command: str, exc: ClusterError) -> Reply:
-    """Tell the timeline and the person; the router audits it as ``failed`` with this
-    answer."""
-    if isinstance(exc, ClusterUnavailable):
-        answer = f"{exc}. It may or may not have been applied: check with /health."
-    else:
-        answer = f"the API server refused it: {exc}."
-    _note(ctx, number, f"{command} by {ctx.actor.handle} failed: {exc}")
-    return Reply.error(f"{command} failed; {answer}", outcome="failed")
+        return await action
+    except ActionFailed as exc:
+        if exc.unavailable:
+            answer = f"{exc}. It may or may not have been applied: check with /health."
+        else:
+            answer = f"the API server refused it: {exc}."
+        return Reply.error(f"{command} failed; {answer}", outcome="failed")
 
 
 def _trailing_incident(a: Args, number: int | None) -> int | None:
@@ -104,24 +70,15 @@ def parse_scale(a: Args) -> ScaleArgs:
 
 
 async def confirm_scale(ctx: Context, args: ScaleArgs) -> str:
-    _check_incident(ctx, args.number)
-    ctx.app.diagnostics.check_executors(args.replicas)
-    cluster = await cluster_of(ctx)
-    current: ExecutorScale | None = None
-    try:
-        current = await cluster.executors()
-    except NotFound as exc:
-        raise InvalidInput(f"{exc} in namespace {cluster.namespace}") from None
-    except ClusterError as exc:
-        now = f"current count unknown ({exc})"
-    if current is not None:
-        if current.replicas == args.replicas:
-            raise InvalidInput(f"executors are already at {args.replicas}; nothing to do")
-        now = f"{current.replicas} → {args.replicas} replicas ({current.ready_replicas} ready now)"
-    return (
-        f"Scale the executors (statefulset {cluster.executor_statefulset} in "
-        f"{cluster.namespace}): {now}."
-    )
+    plan = await ctx.app.actions.plan_scale(args.replicas, _where(ctx, args.number))
+    if plan.current is not None:
+        now = (
+            f"{plan.current.replicas} → {args.replicas} replicas "
+            f"({plan.current.ready_replicas} ready now)"
+        )
+    else:
+        now = f"current count unknown ({plan.unknown})"
+    return f"Scale the executors (statefulset {plan.statefulset} in {plan.namespace}): {now}."
 
 
 @commands.add(
@@ -133,23 +90,14 @@ async def confirm_scale(ctx: Context, args: ScaleArgs) -> str:
     confirm=confirm_scale,
 )
 async def scale(ctx: Context, args: ScaleArgs) -> Reply:
-    ctx.app.diagnostics.check_executors(args.replicas)
-    cluster = await cluster_of(ctx)
-    try:
-        before: int | None = (await cluster.executors()).replicas
-    except ClusterError:
-        before = None  # the scale itself decides; the reply says "unknown"
-    try:
-        stored = await cluster.scale_executors(args.replicas)
-    except ClusterError as exc:
-        return _failed(ctx, args.number, args.command, exc)
-    was = "?" if before is None else str(before)
-    text = (
-        f"Scaled executors (statefulset {cluster.executor_statefulset}): {was} → {stored} "
+    done = await _done(args.command, ctx.app.actions.scale(args.replicas, _where(ctx, args.number)))
+    if isinstance(done, Reply):
+        return done
+    was = "?" if done.before is None else str(done.before)
+    return Reply.plain(
+        f"Scaled executors (statefulset {done.statefulset}): {was} → {done.after} "
         "desired replicas. /health shows them becoming ready."
     )
-    _note(ctx, args.number, f"{args.command} by {ctx.actor.handle}: executors {was} → {stored}")
-    return Reply.plain(text)
 
 
 # ---- /restart spark-connect ---------------------------------------------------------------
@@ -168,17 +116,14 @@ def parse_restart(a: Args) -> RestartArgs:
 
 
 async def confirm_restart(ctx: Context, args: RestartArgs) -> str:
-    _check_incident(ctx, args.number)
-    cluster = await cluster_of(ctx)
-    try:
-        status = await cluster.connect_status()
-        now = f"{status.ready}/{status.desired} ready now"
-    except NotFound as exc:
-        raise InvalidInput(f"{exc} in namespace {cluster.namespace}") from None
-    except ClusterError as exc:
-        now = f"state unknown: {exc}"
+    plan = await ctx.app.actions.plan_restart(_where(ctx, args.number))
+    now = (
+        f"state unknown: {plan.unknown}"
+        if plan.unknown
+        else f"{plan.ready}/{plan.desired} ready now"
+    )
     return (
-        f"Rollout-restart deployment {cluster.connect_deployment} in {cluster.namespace} "
+        f"Rollout-restart deployment {plan.deployment} in {plan.namespace} "
         f"({now}): its pods are replaced one by one; Spark Connect sessions on them end."
     )
 
@@ -192,16 +137,12 @@ async def confirm_restart(ctx: Context, args: RestartArgs) -> str:
     confirm=confirm_restart,
 )
 async def restart(ctx: Context, args: RestartArgs) -> Reply:
-    cluster = await cluster_of(ctx)
-    try:
-        stamp = await cluster.restart_connect(now=ctx.app.clock.now())
-    except ClusterError as exc:
-        return _failed(ctx, args.number, args.command, exc)
-    name = cluster.connect_deployment
-    _note(ctx, args.number, f"{args.command} by {ctx.actor.handle}: {name} restarted at {stamp}")
+    done = await _done(args.command, ctx.app.actions.restart(_where(ctx, args.number)))
+    if isinstance(done, Reply):
+        return done
     return Reply.plain(
-        f"Restarting Spark Connect: deployment {name} rolls out new pods "
-        f"(restartedAt {stamp}). /health shows when they are ready."
+        f"Restarting Spark Connect: deployment {done.deployment} rolls out new pods "
+        f"(restartedAt {done.restarted_at}). /health shows when they are ready."
     )
 
 
@@ -225,29 +166,10 @@ def parse_kill(a: Args) -> KillArgs:
 
 
 async def confirm_kill(ctx: Context, args: KillArgs) -> str:
-    _check_incident(ctx, args.number)
-    cluster = await cluster_of(ctx)
-    try:
-        # The platform's pods (namespace + selector): RBAC cannot restrict deletes by label,
-        # so the bot refuses anything else before even asking for confirmation.
-        platform = {p.name: p for p in await cluster.pods()}
-        pod = platform.get(args.pod) or await cluster.pod(args.pod)
-    except NotFound:
-        raise InvalidInput(f"there is no pod {args.pod} in namespace {cluster.namespace}") from None
-    except ClusterError as exc:
-        raise InvalidInput(str(exc)) from None
-    if pod.name not in platform:
-        raise InvalidInput(
-            f"pod {pod.name} is not one of the platform's pods ({cluster.selector}); "
-            "/kill only deletes its driver pods"
-        )
-    if pod.role != "driver":
-        raise InvalidInput(
-            f"pod {pod.name} is not a Spark driver (spark-role: {pod.role or 'none'}); "
-            "/kill only deletes driver pods"
-        )
+    plan = await ctx.app.actions.plan_kill(args.pod, _where(ctx, args.number))
+    pod = plan.pod
     return (
-        f"Delete driver pod {pod.name} in {cluster.namespace} ({pod.phase}, restarts "
+        f"Delete driver pod {pod.name} in {plan.namespace} ({pod.phase}, restarts "
         f"{pod.restarts})? Its Spark job stops."
     )
 
@@ -261,13 +183,10 @@ async def confirm_kill(ctx: Context, args: KillArgs) -> str:
     confirm=confirm_kill,
 )
 async def kill(ctx: Context, args: KillArgs) -> Reply:
-    cluster = await cluster_of(ctx)
-    try:
-        await cluster.kill_driver(args.pod)
-    except ClusterError as exc:
-        return _failed(ctx, args.number, args.command, exc)
-    _note(ctx, args.number, f"{args.command} by {ctx.actor.handle}: driver pod deleted")
-    return Reply.plain(f"Deleted driver pod {args.pod} in {cluster.namespace}.")
+    namespace = await _done(args.command, ctx.app.actions.kill(args.pod, _where(ctx, args.number)))
+    if isinstance(namespace, Reply):
+        return namespace
+    return Reply.plain(f"Deleted driver pod {args.pod} in {namespace}.")
 
 
 # ---- /restore <backup> --------------------------------------------------------------------
@@ -290,19 +209,11 @@ def parse_restore(a: Args) -> RestoreArgs:
 
 
 async def confirm_restore(ctx: Context, args: RestoreArgs) -> str:
-    _check_incident(ctx, args.number)
-    path = ctx.app.diagnostics.backup_path(args.backup)
-    cluster = await cluster_of(ctx)
-    try:
-        objects = await asyncio.to_thread(cluster.read_manifest, path)
-    except ClusterError as exc:
-        raise InvalidInput(str(exc)) from None
-    if not objects:
-        raise InvalidInput(f"backup {args.backup} contains no object")
-    listed = ", ".join(f"{o['kind']} {o['metadata']['name']}" for o in objects[:10])
-    more = f" and {len(objects) - 10} more" if len(objects) > 10 else ""
+    plan = await ctx.app.actions.plan_restore(args.backup, _where(ctx, args.number))
+    listed = ", ".join(f"{o['kind']} {o['metadata']['name']}" for o in plan.objects[:10])
+    more = f" and {len(plan.objects) - 10} more" if len(plan.objects) > 10 else ""
     return (
-        f"Apply backup {path.name} to namespace {cluster.namespace} (server-side apply, "
+        f"Apply backup {plan.path.name} to namespace {plan.namespace} (server-side apply, "
         f"overwriting other managers' fields): {listed}{more}."
     )
 
@@ -316,14 +227,10 @@ async def confirm_restore(ctx: Context, args: RestoreArgs) -> str:
     confirm=confirm_restore,
 )
 async def restore(ctx: Context, args: RestoreArgs) -> Reply:
-    path = ctx.app.diagnostics.backup_path(args.backup)
-    cluster = await cluster_of(ctx)
-    try:
-        applied = await cluster.apply_manifest(path)
-    except ClusterError as exc:
-        return _failed(ctx, args.number, args.command, exc)
-    done = ", ".join(
-        f"{a.kind} {a.name} {'created' if a.created else 'configured'}" for a in applied
+    done = await _done(args.command, ctx.app.actions.restore(args.backup, _where(ctx, args.number)))
+    if isinstance(done, Reply):
+        return done
+    applied = ", ".join(
+        f"{a.kind} {a.name} {'created' if a.created else 'configured'}" for a in done.applied
     )
-    _note(ctx, args.number, f"{args.command} by {ctx.actor.handle}: {done}")
-    return Reply.plain(f"Restored backup {path.name} into {cluster.namespace}: {done}.")
+    return Reply.plain(f"Restored backup {done.path.name} into {done.namespace}: {applied}.")

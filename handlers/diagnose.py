@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from bot.diagnostics import NotConfigured
+from bot.cluster_reads import PodInfo
 from bot.domain.incident import InvalidInput
-from bot.integrations.kube import Cluster, ClusterError, NotFound, PodInfo
 from bot.messages import Reply
 from bot.patterns import PATTERNS, Pattern, find_pattern
 from bot.router import Args, CommandList, Context, UsageError
@@ -26,14 +24,6 @@ ACTIONS = {
     "restart_connect": "/restart spark-connect (operator)",
     "restore": "/restore <backup> (admin)",
 }
-
-
-async def cluster_of(ctx: Context) -> Cluster:
-    """The Cluster, or a short InvalidInput a user can act on."""
-    try:
-        return await ctx.app.diagnostics.cluster()
-    except (NotConfigured, ClusterError) as exc:
-        raise InvalidInput(str(exc)) from None
 
 
 def _none(a: Args) -> None:
@@ -90,23 +80,16 @@ def _pod_row(p: PodInfo) -> dict[str, Any]:
     parse=parse_pods,
 )
 async def pods(ctx: Context, args: PodsArgs) -> Reply:
-    cluster = await cluster_of(ctx)
-    try:
-        found = await cluster.pods(args.phase)  # type: ignore[arg-type]
-    except ClusterError as exc:
-        raise InvalidInput(str(exc)) from None
-    # the troubled first: failed, crash-looping, pending, not ready; then by name
-    found.sort(key=lambda p: (p.phase != "Failed", not p.crash_looping, p.phase != "Pending",
-                              p.ready, p.name))  # fmt: skip
+    found = await ctx.app.reads.pods(args.phase)  # type: ignore[arg-type]
     return Reply(
         template="pods",
         data={
             "which": f"{args.phase} " if args.phase else "",
-            "namespace": cluster.namespace,
-            "selector": cluster.selector,
-            "total": len(found),
-            "pods": [_pod_row(p) for p in found[:MAX_PODS]],
-            "more": max(0, len(found) - MAX_PODS),
+            "namespace": found.namespace,
+            "selector": found.selector,
+            "total": len(found.pods),
+            "pods": [_pod_row(p) for p in found.pods[:MAX_PODS]],
+            "more": max(0, len(found.pods) - MAX_PODS),
         },
     )
 
@@ -173,40 +156,25 @@ def _fit(lines: list[str]) -> tuple[list[str], bool]:
     parse=parse_logs,
 )
 async def logs(ctx: Context, args: LogsArgs) -> Reply:
-    cluster = await cluster_of(ctx)
-    try:
-        if args.pod is None:
-            tail = args.tail or 50
-            found = await cluster.error_lines(tail=tail)
-            lines = [f"{ln.pod}: {ln.text}" for ln in found]
-            title = f"Error lines of the platform's pods (last {tail} lines of each)"
-            empty = f"No error lines in the last {tail} lines of the platform's pods."
-        else:
-            tail = args.tail or 100
-            try:
-                pod = await cluster.pod(args.pod)
-            except NotFound:
-                raise InvalidInput(
-                    f"there is no pod {args.pod} in namespace {cluster.namespace}"
-                ) from None
-            texts = await asyncio.gather(
-                *(cluster.logs(pod.name, tail=tail, container=c) for c in pod.containers)
-            )
-            lines = []
-            for container, text in zip(pod.containers, texts, strict=True):
-                prefix = f"[{container}] " if len(pod.containers) > 1 else ""
-                lines.extend(prefix + ln for ln in text.splitlines())
-            if args.errors:
-                lines = [ln for ln in lines if "error" in ln.lower()]
-            what = "error lines" if args.errors else "lines"
-            title = f"Log of {pod.name} ({what}, last {tail})"
-            empty = f"No {what} in the last {tail} lines of {pod.name}."
-    except ClusterError as exc:
-        raise InvalidInput(str(exc)) from None
-    shown, cut = _fit(lines)
+    if args.pod is None:
+        found = await ctx.app.reads.error_lines(args.tail or 50)
+        title = f"Error lines of the platform's pods (last {found.tail} lines of each)"
+        empty = f"No error lines in the last {found.tail} lines of the platform's pods."
+    else:
+        found = await ctx.app.reads.logs(args.pod, tail=args.tail or 100, errors_only=args.errors)
+        what = "error lines" if args.errors else "lines"
+        title = f"Log of {found.pod} ({what}, last {found.tail})"
+        empty = f"No {what} in the last {found.tail} lines of {found.pod}."
+    shown, cut = _fit(found.lines)
     return Reply(
         template="logs",
-        data={"title": title, "empty": empty, "lines": shown, "cut": cut, "total": len(lines)},
+        data={
+            "title": title,
+            "empty": empty,
+            "lines": shown,
+            "cut": cut,
+            "total": len(found.lines),
+        },
     )
 
 
@@ -239,34 +207,19 @@ def _mem(n: int) -> str:
     parse=parse_top,
 )
 async def top(ctx: Context, args: TopArgs) -> Reply:
-    cluster = await cluster_of(ctx)
-    want_pods = args.what in (None, "pods")
-    want_nodes = args.what in (None, "nodes")
-    results = await asyncio.gather(
-        cluster.top_pods() if want_pods else _nothing(),
-        cluster.top_nodes() if want_nodes else _nothing(),
-        return_exceptions=True,
+    usage = await ctx.app.reads.usage(
+        pods=args.what in (None, "pods"), nodes=args.what in (None, "nodes")
     )
-    errors = [r for r in results if isinstance(r, BaseException)]
-    for err in errors:
-        if not isinstance(err, ClusterError):
-            raise err
-    if errors and len(errors) == want_pods + want_nodes:  # nothing to show
-        raise InvalidInput(str(errors[0]))
-    pod_usage, node_usage = results
-    data: dict[str, Any] = {"namespace": cluster.namespace, "pods": None, "nodes": None,
-                            "pods_error": None, "nodes_error": None, "pods_more": 0}  # fmt: skip
-    if isinstance(pod_usage, BaseException):
-        data["pods_error"] = str(pod_usage)
-    elif pod_usage is not None:
+    data: dict[str, Any] = {"namespace": usage.namespace, "pods": None, "nodes": None,
+                            "pods_error": usage.pods_error, "nodes_error": usage.nodes_error,
+                            "pods_more": 0}  # fmt: skip
+    if usage.pods is not None:
         data["pods"] = [
             {"name": u.name, "cpu": _cpu(u.cpu_millicores), "memory": _mem(u.memory_bytes)}
-            for u in pod_usage[:MAX_PODS]
+            for u in usage.pods[:MAX_PODS]
         ]
-        data["pods_more"] = max(0, len(pod_usage) - MAX_PODS)
-    if isinstance(node_usage, BaseException):
-        data["nodes_error"] = str(node_usage)
-    elif node_usage is not None:
+        data["pods_more"] = max(0, len(usage.pods) - MAX_PODS)
+    if usage.nodes is not None:
         data["nodes"] = [
             {
                 "name": u.name,
@@ -275,13 +228,9 @@ async def top(ctx: Context, args: TopArgs) -> Reply:
                 "cpu_percent": None if u.cpu_percent is None else f"{u.cpu_percent:g}",
                 "memory_percent": None if u.memory_percent is None else f"{u.memory_percent:g}",
             }
-            for u in node_usage
+            for u in usage.nodes
         ]
     return Reply(template="top", data=data)
-
-
-async def _nothing() -> None:
-    return None
 
 
 # ---- /runbook -----------------------------------------------------------------------------
