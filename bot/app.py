@@ -123,7 +123,11 @@ class App:
             self._outbox_task = asyncio.create_task(self.outbox.run(), name="outbox")
             return
         self.leadership = Leadership(
-            self, ttl=self.config.leader_lease, on_gain=self._lead, on_lose=self._follow
+            store=self.store,
+            clock=self.clock,
+            ttl=self.config.leader_lease,
+            on_gain=self._lead,
+            on_lose=self._follow,
         )
         if not await self.leadership.step():
             log.warning("another replica leads: standing by")

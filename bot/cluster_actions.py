@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.backups import Backups
 from bot.clock import Clock
 from bot.diagnostics import Diagnostics, NotConfigured
 from bot.domain.incident import InvalidInput
@@ -111,6 +112,7 @@ class RestoreDone:
 class ClusterActions:
     def __init__(self, *, diagnostics: Diagnostics, incidents: Incidents, clock: Clock) -> None:
         self.diagnostics = diagnostics
+        self.backups = Backups(diagnostics.settings.backups_dir)
         self.incidents = incidents
         self.clock = clock
 
@@ -222,7 +224,7 @@ class ClusterActions:
 
     async def plan_restore(self, backup: str, where: Where) -> RestorePlan:
         self._check_incident(where)
-        path = self.diagnostics.backup_path(backup)
+        path = self.backups.backup_path(backup)
         cluster = await self.cluster()
         try:
             objects = await asyncio.to_thread(cluster.read_manifest, path)
@@ -233,7 +235,7 @@ class ClusterActions:
         return RestorePlan(path, cluster.namespace, objects)
 
     async def restore(self, backup: str, where: Where) -> RestoreDone:
-        path = self.diagnostics.backup_path(backup)
+        path = self.backups.backup_path(backup)
         cluster = await self.cluster()
         try:
             applied = await cluster.apply_manifest(path)

@@ -13,7 +13,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.clock import Clock
@@ -31,8 +30,6 @@ log = logging.getLogger("pira.diagnostics")
 # /health answers within 5 s: the parts get 4.5 s, rendering and the reply the rest.
 HEALTH_BUDGET = 4.5
 FIRST = 5  # pods named per group before "and N more"
-BACKUP_SUFFIXES = ("", ".yaml", ".yml", ".json")
-MAX_BACKUP_NAME = 200  # file systems refuse names over 255 bytes
 PROM_CHECKS = {
     "job_failure_ratio": "Job failure ratio (5 min)",
     "driver_oom_kills": "Driver OOM kills (5 min)",
@@ -257,54 +254,6 @@ class Diagnostics:
                 f"executors must stay between {bounds.min} and {bounds.max} "
                 f"(cluster.executors in the configuration); {n} is outside"
             )
-
-    def backups_dir(self) -> Path:
-        return Path(self.settings.backups_dir).expanduser().resolve()
-
-    def backups(self) -> list[str]:
-        """Backup manifests in the configured folder (names as /restore takes them)."""
-        folder = self.backups_dir()
-        try:
-            found = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-        except OSError:
-            return []
-        return sorted(p.name for p in found if p.resolve().parent == folder)
-
-    def backup_path(self, name: str) -> Path:
-        """The manifest ``name`` names inside the backups folder, or InvalidInput.
-
-        Only a plain file name (no ``/``, no ``..``, not absolute, not hidden) whose real path
-        — symlinks resolved — is directly inside the folder."""
-        from bot.domain.incident import InvalidInput
-
-        if (
-            not name
-            or name.startswith((".", "~"))
-            or any(c in name for c in "/\\\x00")
-            or Path(name).is_absolute()
-        ):
-            raise InvalidInput(f"{name!r} is not a backup name (a file name in the backups folder)")
-        if len(name) > MAX_BACKUP_NAME:
-            raise InvalidInput(
-                f"a backup name has at most {MAX_BACKUP_NAME} characters, not {len(name)}"
-            )
-        folder = self.backups_dir()
-        for suffix in BACKUP_SUFFIXES:
-            candidate = folder / f"{name}{suffix}"
-            try:
-                if not (candidate.is_symlink() or candidate.exists()):
-                    continue
-                real = candidate.resolve()
-            except OSError as exc:  # a name the file system refuses (too long, ...)
-                raise InvalidInput(
-                    f"{name[:40]!r} is not a usable backup name: {exc.strerror}"
-                ) from None
-            if real.parent != folder or not real.is_file():
-                raise InvalidInput(f"backup {name!r} points outside the backups folder")
-            return real
-        known = self.backups()
-        listing = ", ".join(known[:20]) if known else "none"
-        raise InvalidInput(f"there is no backup {name!r} (available: {listing})")
 
 
 # ---- /health data helpers (JSON-safe dicts for templates/health.md.j2) ------------------------

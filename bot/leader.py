@@ -27,7 +27,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from bot.store.models import Lease
 
 if TYPE_CHECKING:
-    from bot.app import App
+    from bot.clock import Clock
+    from bot.store import Store
 
 log = logging.getLogger("pira.leader")
 
@@ -37,13 +38,15 @@ LEASE = "leader"
 class Leadership:
     def __init__(
         self,
-        app: App,
         *,
+        store: Store,
+        clock: Clock,
         ttl: timedelta,
         on_gain: Callable[[], Awaitable[None]],
         on_lose: Callable[[], Awaitable[None]],
     ) -> None:
-        self.app = app
+        self.store = store
+        self.clock = clock
         self.ttl = ttl
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._on_gain = on_gain
@@ -52,9 +55,9 @@ class Leadership:
 
     def try_acquire(self) -> bool:
         """Take or renew the lease; True while this replica holds it."""
-        now = self.app.clock.now()
+        now = self.clock.now()
         try:
-            with self.app.store.transaction() as s:
+            with self.store.transaction() as s:
                 lease = s.get(Lease, LEASE, with_for_update=True)
                 if lease is None:
                     s.add(Lease(name=LEASE, holder=self.holder, expires_at=now + self.ttl))
@@ -72,10 +75,10 @@ class Leadership:
             return False  # another replica took it in the same instant, or the db is busy
 
     def release(self) -> None:
-        with self.app.store.transaction() as s:
+        with self.store.transaction() as s:
             lease = s.get(Lease, LEASE, with_for_update=True)
             if lease is not None and lease.holder == self.holder:
-                lease.expires_at = self.app.clock.now()
+                lease.expires_at = self.clock.now()
 
     async def step(self) -> bool:
         """One round: acquire or renew, and start or stop the leader's duties."""
