@@ -17,7 +17,7 @@ from bot.oncall import OnCall
 from bot.outbox import Adapter, ChatAdapter, OutboxWorker, Poster
 from bot.people import Directory
 from bot.render import Renderer
-from bot.router import Command, Router
+from bot.router import Command, Router, Services
 from bot.settings import Config, Env
 from bot.store import Store
 from bot.timers import Timers
@@ -93,7 +93,20 @@ class App:
             diagnostics=self.diagnostics, incidents=self.incidents, clock=self.clock
         )
         self.alerts = AlertIngest(self)
-        self.router = Router(self, all_commands())
+        self.router = Router(
+            store=self.store,
+            services=Services(
+                config=config,
+                clock=self.clock,
+                directory=self.directory,
+                incidents=self.incidents,
+                oncall=self.oncall,
+                diagnostics=self.diagnostics,
+                actions=self.actions,
+                reads=self.reads,
+            ),
+            commands=all_commands(),
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._outbox_task: asyncio.Task[None] | None = None
         self.leadership: Leadership | None = None

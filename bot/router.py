@@ -17,13 +17,24 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy import select
 
-from bot.domain.incident import InvalidInput, clean, parse_severity
+from bot.args import Args, UsageError
+from bot.domain.incident import InvalidInput, clean
 from bot.messages import Button, Message, Reply
 from bot.people import Actor
 from bot.store.models import AuditEntry, Confirmation
 
 if TYPE_CHECKING:
-    from bot.app import App
+    from bot.clock import Clock
+    from bot.cluster_actions import ClusterActions
+    from bot.cluster_reads import ClusterReads
+    from bot.diagnostics import Diagnostics
+    from bot.incidents import Incidents
+    from bot.oncall import OnCall
+    from bot.people import Directory
+    from bot.settings import Config
+    from bot.store import Store
+
+__all__ = ["Args", "Command", "CommandList", "Context", "Router", "Services", "UsageError"]
 
 log = logging.getLogger("pira.router")
 
@@ -34,93 +45,29 @@ _COMMAND = re.compile(r"^/([A-Za-z_]+)(?:@[A-Za-z0-9_]+)?(?:\s+(.*))?$", re.DOTA
 A = TypeVar("A")
 
 
-class UsageError(InvalidInput):
-    """The arguments do not parse; the router adds the command's usage line."""
+@dataclass(frozen=True)
+class Services:
+    """What handlers may call: the services, the configuration, the clock, the people.
+    Nothing else of the bot (no store, no adapters, no clients) reaches a handler."""
 
-
-class Refused(Exception):
-    """The person may not do this (role, or another person's confirmation)."""
-
-
-class Args:
-    """A cursor over a command's argument text, for declaring typed parsers."""
-
-    def __init__(self, text: str) -> None:
-        self.rest = text.strip()
-
-    def incident(self) -> int | None:
-        """An optional leading ``#N``."""
-        m = re.match(r"#(\d{1,9})\b\s*", self.rest)
-        if m is None:
-            if re.match(r"#\S", self.rest):
-                raise UsageError(f"{self.rest.split()[0]!r} is not an incident number (#N)")
-            return None
-        self.rest = self.rest[m.end() :]
-        return int(m.group(1))
-
-    def peek(self) -> str | None:
-        return self.rest.split(None, 1)[0] if self.rest else None
-
-    def word(self, what: str) -> str:
-        """The next word; words are separated by any white space (tab, no-break space)."""
-        if not self.rest:
-            raise UsageError(f"{what} is missing")
-        head, *tail = self.rest.split(None, 1)
-        self.rest = tail[0].strip() if tail else ""
-        return head
-
-    def severity(self) -> str:
-        return parse_severity(self.word("the severity (p0-p3)"))
-
-    def choice(self, what: str, choices: Iterable[str]) -> str:
-        options = tuple(choices)
-        value = self.word(what).lower()
-        if value not in options:
-            raise UsageError(f"{value!r} is not one of: {', '.join(options)}")
-        return value
-
-    def integer(self, what: str, *, low: int | None = None, high: int | None = None) -> int:
-        raw = self.word(what)
-        if not re.fullmatch(r"[+-]?\d{1,9}", raw):
-            raise UsageError(f"{what} must be a whole number, not {raw!r}")
-        value = int(raw)
-        if low is not None and value < low:
-            raise UsageError(f"{what} must be at least {low}")
-        if high is not None and value > high:
-            raise UsageError(f"{what} must be at most {high}")
-        return value
-
-    def person(self, what: str = "the person") -> str:
-        raw = self.word(what)
-        m = re.fullmatch(r"<@([A-Z0-9]+)(?:\|[^>]*)?>", raw)  # a Slack mention
-        if m:
-            return "slack-id:" + m.group(1)
-        if not raw.startswith("@") or len(raw) < 2:
-            raise UsageError(f"{what} must be written @name, not {raw!r}")
-        return raw[1:]
-
-    def text(self, what: str) -> str:
-        if not self.rest:
-            raise UsageError(f"{what} is missing")
-        value, self.rest = self.rest, ""
-        return value
-
-    def optional_text(self) -> str | None:
-        value, self.rest = self.rest, ""
-        return value or None
-
-    def end(self) -> None:
-        if self.rest:
-            raise UsageError(f"unexpected {self.rest[:40]!r}")
+    config: Config
+    clock: Clock
+    directory: Directory
+    incidents: Incidents
+    oncall: OnCall
+    diagnostics: Diagnostics
+    actions: ClusterActions
+    reads: ClusterReads
 
 
 @dataclass
 class Context:
-    """What a handler gets: the app's services, who asked, where, and when."""
+    """What a handler gets: the services, who asked, where, and the command table."""
 
-    app: App
+    services: Services
     actor: Actor
     message: Message
+    commands: dict[str, Command[Any]]
     confirmed: bool = False
 
     @property
@@ -132,7 +79,7 @@ class Context:
         return self.message.room.incident
 
     def incident(self, number: int | None, *, reading: bool = False) -> int:
-        return self.app.incidents.pick(number, self.room_incident, reading=reading)
+        return self.services.incidents.pick(number, self.room_incident, reading=reading)
 
 
 @dataclass(frozen=True)
@@ -197,8 +144,12 @@ class CommandList:
 
 
 class Router:
-    def __init__(self, app: App, commands: Iterable[Command[Any]]) -> None:
-        self.app = app
+    def __init__(
+        self, *, store: Store, services: Services, commands: Iterable[Command[Any]]
+    ) -> None:
+        self.store = store
+        self.services = services
+        self.clock = services.clock
         self.commands: dict[str, Command[Any]] = {}
         for command in commands:
             if command.name in self.commands:
@@ -218,7 +169,7 @@ class Router:
             )
 
     async def _handle(self, message: Message, actor: Actor | None) -> Reply:
-        actor = actor or self.app.directory.actor(
+        actor = actor or self.services.directory.actor(
             message.platform, message.user_id, message.user_name
         )
         # Control characters (NUL included: PostgreSQL refuses it in text) never get in.
@@ -248,7 +199,7 @@ class Router:
         if not actor.has(role):
             self.audit(actor, message.platform, attempt, "refused", f"needs role {role}")
             return Reply.error(f"/{name} needs the {role} role; {actor.handle} does not have it.")
-        ctx = Context(app=self.app, actor=actor, message=message)
+        ctx = Context(self.services, actor, message, self.commands)
         if command.confirm is not None:
             return await self._ask(command, ctx, args, attempt)
         return await self._run(command, ctx, args, attempt)
@@ -294,9 +245,9 @@ class Router:
                 f"/{command.name} failed on PIRA's side; nothing was done. "
                 "The error is in the bot's log."
             )
-        now = self.app.clock.now()
+        now = self.clock.now()
         code = secrets.token_hex(3).upper()
-        with self.app.store.transaction() as s:
+        with self.store.transaction() as s:
             s.add(
                 Confirmation(
                     code=code,
@@ -320,8 +271,8 @@ class Router:
         code = code.upper()
         if not re.fullmatch(r"[0-9A-F]{6}", code):
             return Reply.error(f"Usage: /{verb} <code> (the code the bot gave you).")
-        now = self.app.clock.now()
-        with self.app.store.transaction() as s:
+        now = self.clock.now()
+        with self.store.transaction() as s:
             pending = s.get(Confirmation, code)
             if pending is None or pending.used_at is not None:
                 return Reply.error(f"No pending action with code {code}.")
@@ -352,17 +303,17 @@ class Router:
             self.audit(actor, message.platform, command_text, "refused", "role")
             return Reply.error(f"/{command.name} needs the {role} role.")
         self.audit(actor, message.platform, command_text, "confirmed", f"code {code}")
-        ctx = Context(app=self.app, actor=actor, message=message, confirmed=True)
+        ctx = Context(self.services, actor, message, self.commands, confirmed=True)
         return await self._run(command, ctx, args, command_text)
 
     def audit(self, actor: Actor, source: str, action: str, outcome: str, detail: str) -> None:
         """Write an audit row. An error path calls this too, so it must not raise: a
         failure to audit is logged (and the answer still goes out)."""
         try:
-            with self.app.store.transaction() as s:
+            with self.store.transaction() as s:
                 s.add(
                     AuditEntry(
-                        at=self.app.clock.now(),
+                        at=self.clock.now(),
                         actor=clean(actor.handle)[:100],
                         source=source,
                         action=clean(action)[:100],
@@ -384,7 +335,7 @@ class Router:
         )
 
     def audit_entries(self, limit: int = 50) -> list[AuditEntry]:
-        with self.app.store.read() as s:
+        with self.store.read() as s:
             return list(s.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)))
 
 

@@ -70,7 +70,7 @@ def parse_scale(a: Args) -> ScaleArgs:
 
 
 async def confirm_scale(ctx: Context, args: ScaleArgs) -> str:
-    plan = await ctx.app.actions.plan_scale(args.replicas, _where(ctx, args.number))
+    plan = await ctx.services.actions.plan_scale(args.replicas, _where(ctx, args.number))
     if plan.current is not None:
         now = (
             f"{plan.current.replicas} → {args.replicas} replicas "
@@ -90,7 +90,9 @@ async def confirm_scale(ctx: Context, args: ScaleArgs) -> str:
     confirm=confirm_scale,
 )
 async def scale(ctx: Context, args: ScaleArgs) -> Reply:
-    done = await _done(args.command, ctx.app.actions.scale(args.replicas, _where(ctx, args.number)))
+    done = await _done(
+        args.command, ctx.services.actions.scale(args.replicas, _where(ctx, args.number))
+    )
     if isinstance(done, Reply):
         return done
     was = "?" if done.before is None else str(done.before)
@@ -116,7 +118,7 @@ def parse_restart(a: Args) -> RestartArgs:
 
 
 async def confirm_restart(ctx: Context, args: RestartArgs) -> str:
-    plan = await ctx.app.actions.plan_restart(_where(ctx, args.number))
+    plan = await ctx.services.actions.plan_restart(_where(ctx, args.number))
     now = (
         f"state unknown: {plan.unknown}"
         if plan.unknown
@@ -137,7 +139,7 @@ async def confirm_restart(ctx: Context, args: RestartArgs) -> str:
     confirm=confirm_restart,
 )
 async def restart(ctx: Context, args: RestartArgs) -> Reply:
-    done = await _done(args.command, ctx.app.actions.restart(_where(ctx, args.number)))
+    done = await _done(args.command, ctx.services.actions.restart(_where(ctx, args.number)))
     if isinstance(done, Reply):
         return done
     return Reply.plain(
@@ -166,7 +168,7 @@ def parse_kill(a: Args) -> KillArgs:
 
 
 async def confirm_kill(ctx: Context, args: KillArgs) -> str:
-    plan = await ctx.app.actions.plan_kill(args.pod, _where(ctx, args.number))
+    plan = await ctx.services.actions.plan_kill(args.pod, _where(ctx, args.number))
     pod = plan.pod
     return (
         f"Delete driver pod {pod.name} in {plan.namespace} ({pod.phase}, restarts "
@@ -183,7 +185,9 @@ async def confirm_kill(ctx: Context, args: KillArgs) -> str:
     confirm=confirm_kill,
 )
 async def kill(ctx: Context, args: KillArgs) -> Reply:
-    namespace = await _done(args.command, ctx.app.actions.kill(args.pod, _where(ctx, args.number)))
+    namespace = await _done(
+        args.command, ctx.services.actions.kill(args.pod, _where(ctx, args.number))
+    )
     if isinstance(namespace, Reply):
         return namespace
     return Reply.plain(f"Deleted driver pod {args.pod} in {namespace}.")
@@ -209,7 +213,7 @@ def parse_restore(a: Args) -> RestoreArgs:
 
 
 async def confirm_restore(ctx: Context, args: RestoreArgs) -> str:
-    plan = await ctx.app.actions.plan_restore(args.backup, _where(ctx, args.number))
+    plan = await ctx.services.actions.plan_restore(args.backup, _where(ctx, args.number))
     listed = ", ".join(f"{o['kind']} {o['metadata']['name']}" for o in plan.objects[:10])
     more = f" and {len(plan.objects) - 10} more" if len(plan.objects) > 10 else ""
     return (
@@ -227,7 +231,9 @@ async def confirm_restore(ctx: Context, args: RestoreArgs) -> str:
     confirm=confirm_restore,
 )
 async def restore(ctx: Context, args: RestoreArgs) -> Reply:
-    done = await _done(args.command, ctx.app.actions.restore(args.backup, _where(ctx, args.number)))
+    done = await _done(
+        args.command, ctx.services.actions.restore(args.backup, _where(ctx, args.number))
+    )
     if isinstance(done, Reply):
         return done
     applied = ", ".join(

@@ -41,7 +41,7 @@ def _none(a: Args) -> None:
     parse=_none,
 )
 async def health(ctx: Context, args: None) -> Reply:
-    report = await ctx.app.diagnostics.health()
+    report = await ctx.services.diagnostics.health()
     return Reply(template="health", data=report.data, buttons=report.buttons)
 
 
@@ -80,7 +80,7 @@ def _pod_row(p: PodInfo) -> dict[str, Any]:
     parse=parse_pods,
 )
 async def pods(ctx: Context, args: PodsArgs) -> Reply:
-    found = await ctx.app.reads.pods(args.phase)  # type: ignore[arg-type]
+    found = await ctx.services.reads.pods(args.phase)  # type: ignore[arg-type]
     return Reply(
         template="pods",
         data={
@@ -157,11 +157,13 @@ def _fit(lines: list[str]) -> tuple[list[str], bool]:
 )
 async def logs(ctx: Context, args: LogsArgs) -> Reply:
     if args.pod is None:
-        found = await ctx.app.reads.error_lines(args.tail or 50)
+        found = await ctx.services.reads.error_lines(args.tail or 50)
         title = f"Error lines of the platform's pods (last {found.tail} lines of each)"
         empty = f"No error lines in the last {found.tail} lines of the platform's pods."
     else:
-        found = await ctx.app.reads.logs(args.pod, tail=args.tail or 100, errors_only=args.errors)
+        found = await ctx.services.reads.logs(
+            args.pod, tail=args.tail or 100, errors_only=args.errors
+        )
         what = "error lines" if args.errors else "lines"
         title = f"Log of {found.pod} ({what}, last {found.tail})"
         empty = f"No {what} in the last {found.tail} lines of {found.pod}."
@@ -207,7 +209,7 @@ def _mem(n: int) -> str:
     parse=parse_top,
 )
 async def top(ctx: Context, args: TopArgs) -> Reply:
-    usage = await ctx.app.reads.usage(
+    usage = await ctx.services.reads.usage(
         pods=args.what in (None, "pods"), nodes=args.what in (None, "nodes")
     )
     data: dict[str, Any] = {"namespace": usage.namespace, "pods": None, "nodes": None,

@@ -38,8 +38,8 @@ def parse_incident(a: Args) -> Declare:
 
 
 async def _show_ticket(ctx: Context, number: int) -> Reply:
-    incident = ctx.app.incidents.get(number)
-    return Reply(template="ticket", data=ctx.app.incidents.ticket_data(incident))
+    incident = ctx.services.incidents.get(number)
+    return Reply(template="ticket", data=ctx.services.incidents.ticket_data(incident))
 
 
 @commands.add(
@@ -53,10 +53,10 @@ async def incident(ctx: Context, args: Declare) -> Reply:
     if args.show is not None:
         return await _show_ticket(ctx, args.show)
     assert args.severity is not None and args.title is not None
-    created = ctx.app.incidents.declare(
+    created = ctx.services.incidents.declare(
         severity=args.severity, title=args.title, by=ctx.actor, source=ctx.source
     )
-    policy = ctx.app.config.policy(created.severity)
+    policy = ctx.services.config.policy(created.severity)
     paging = (
         "no page (severity without paging)"
         if policy.page_after is None
@@ -93,7 +93,7 @@ def parse_ref(a: Args) -> Ref:
 )
 async def ack(ctx: Context, args: Ref) -> Reply:
     number = ctx.incident(args.number)
-    return _done(ctx.app.incidents.ack(number=number, by=ctx.actor, source=ctx.source))
+    return _done(ctx.services.incidents.ack(number=number, by=ctx.actor, source=ctx.source))
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def parse_status(a: Args) -> StatusArgs:
 async def status(ctx: Context, args: StatusArgs) -> Reply:
     number = ctx.incident(args.number)
     return _done(
-        ctx.app.incidents.set_status(
+        ctx.services.incidents.set_status(
             number=number, status=args.status, note=args.note, by=ctx.actor, source=ctx.source
         )
     )
@@ -146,7 +146,7 @@ def parse_update(a: Args) -> TextArgs:
 async def update(ctx: Context, args: TextArgs) -> Reply:
     number = ctx.incident(args.number)
     return _done(
-        ctx.app.incidents.post_update(
+        ctx.services.incidents.post_update(
             number=number, text=args.text, by=ctx.actor, source=ctx.source
         )
     )
@@ -175,7 +175,7 @@ def parse_severity_args(a: Args) -> SeverityArgs:
 async def severity(ctx: Context, args: SeverityArgs) -> Reply:
     number = ctx.incident(args.number)
     return _done(
-        ctx.app.incidents.set_severity(
+        ctx.services.incidents.set_severity(
             number=number, severity=args.severity, by=ctx.actor, source=ctx.source
         )
     )
@@ -203,12 +203,14 @@ def parse_commander(a: Args) -> PersonArgs:
 )
 async def commander(ctx: Context, args: PersonArgs) -> Reply:
     number = ctx.incident(args.number)
-    person = ctx.app.directory.find(args.person)
+    person = ctx.services.directory.find(args.person)
     if person is None:
-        known = ", ".join(f"@{k}" for k in sorted(ctx.app.config.people)) or "nobody configured"
+        known = (
+            ", ".join(f"@{k}" for k in sorted(ctx.services.config.people)) or "nobody configured"
+        )
         raise InvalidInput(f"@{args.person} is not a configured person (known: {known})")
     return _done(
-        ctx.app.incidents.set_commander(
+        ctx.services.incidents.set_commander(
             number=number, person=person, by=ctx.actor, source=ctx.source
         )
     )
@@ -229,7 +231,9 @@ def parse_impact(a: Args) -> TextArgs:
 async def impact(ctx: Context, args: TextArgs) -> Reply:
     number = ctx.incident(args.number)
     return _done(
-        ctx.app.incidents.set_impact(number=number, text=args.text, by=ctx.actor, source=ctx.source)
+        ctx.services.incidents.set_impact(
+            number=number, text=args.text, by=ctx.actor, source=ctx.source
+        )
     )
 
 
@@ -261,7 +265,7 @@ def parse_resolve(a: Args) -> ResolveArgs:
 async def resolve(ctx: Context, args: ResolveArgs) -> Reply:
     number = ctx.incident(args.number)
     return _done(
-        ctx.app.incidents.resolve(
+        ctx.services.incidents.resolve(
             number=number,
             root_cause=args.root_cause,
             resolution=args.resolution,
@@ -282,8 +286,8 @@ async def resolve(ctx: Context, args: ResolveArgs) -> Reply:
 )
 async def timeline(ctx: Context, args: Ref) -> Reply:
     number = ctx.incident(args.number, reading=True)
-    incident = ctx.app.incidents.get(number)
-    now = ctx.app.clock.now()
+    incident = ctx.services.incidents.get(number)
+    now = ctx.services.clock.now()
     return Reply(
         template="timeline",
         data={
@@ -318,8 +322,8 @@ def parse_which(a: Args) -> Which:
     parse=parse_which,
 )
 async def incidents(ctx: Context, args: Which) -> Reply:
-    rows = ctx.app.incidents.list_incidents(open_only=args.which == "open")
-    now = ctx.app.clock.now()
+    rows = ctx.services.incidents.list_incidents(open_only=args.which == "open")
+    now = ctx.services.clock.now()
     return Reply(
         template="incidents",
         data={

@@ -30,7 +30,7 @@ def parse_help(a: Args) -> HelpArgs:
     "help", usage="/help [command]", summary="this list, or one command's usage", parse=parse_help
 )
 async def help_(ctx: Context, args: HelpArgs) -> Reply:
-    table = ctx.app.router.commands
+    table = ctx.commands
     if args.command is not None:
         command = table.get(args.command)
         if command is None:
@@ -105,8 +105,8 @@ def parse_escalation(a: Args) -> EscalationArgs:
 )
 async def escalation(ctx: Context, args: EscalationArgs) -> Reply:
     if args.verify:
-        return verification_reply(ctx.app.oncall.verify())
-    return Reply(template="escalation", data=tables(ctx.app.config))
+        return verification_reply(ctx.services.oncall.verify())
+    return Reply(template="escalation", data=tables(ctx.services.config))
 
 
 def verification_reply(found: Verification) -> Reply:

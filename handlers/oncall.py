@@ -56,10 +56,10 @@ def _oncall_reply(now: OnCallNow) -> Reply:
     role_note="responder, for an override",
 )
 async def oncall(ctx: Context, args: OnCallArgs) -> Reply:
-    service = ctx.app.oncall
+    service = ctx.services.oncall
     if args.person is None:
         return _oncall_reply(service.now())
-    person = ctx.app.directory.find(args.person)
+    person = ctx.services.directory.find(args.person)
     if person is None:
         raise InvalidInput(f"@{args.person} is not a configured person")
     assert args.duration is not None
@@ -93,7 +93,7 @@ def parse_page(a: Args) -> PageArgs:
     role="responder",
 )
 async def page(ctx: Context, args: PageArgs) -> Reply:
-    app = ctx.app
+    app = ctx.services
     number = ctx.incident(args.number)
     target = args.target
     if target not in ROLE_NAMES:
@@ -125,6 +125,6 @@ def parse_nothing(a: Args) -> None:
     parse=parse_nothing,
 )
 async def handoff(ctx: Context, args: None) -> Reply:
-    data = ctx.app.oncall.handoff_data(ctx.app.clock.now())
+    data = ctx.services.oncall.handoff_data(ctx.services.clock.now())
     data["late"] = None
     return Reply(template="handoff", data=data)

@@ -1,0 +1,139 @@
+"""The shape of the code (../shared/ARCHITECTURE.md, issue 10), enforced on the source.
+
+A message flows one way: adapter → router → handler → service → outbox → render →
+adapter's sender. These tests read every module's imports (type-only ones count)
+and fail when a rule is broken. Where the redesign is not finished, the modules that
+still break a rule are listed by name: the lists may only shrink — a module that is
+fixed must leave its list (the test says so), and a new module cannot join one.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = {
+    "bot/incidents.py",
+    "bot/incident_records.py",
+    "bot/views.py",
+    "bot/oncall.py",
+    "bot/timers.py",
+    "bot/outbox.py",
+    "bot/diagnostics.py",
+    "bot/cluster_actions.py",
+    "bot/cluster_reads.py",
+    "bot/leader.py",
+    "bot/backups.py",
+}
+# Still given the whole App (issue 10: to be given their collaborators).
+STILL_GIVEN_THE_APP = {
+    "bot/alerts.py",
+    "bot/web.py",
+    "bot/adapters/slack.py",
+    "bot/adapters/slack_manifest.py",
+    "bot/adapters/slack_send.py",
+    "bot/adapters/telegram.py",
+}
+# Adapters that still query tables themselves (issue 10: one room store serves them).
+ADAPTERS_STILL_WITH_SQL = {
+    "bot/adapters/slack.py",
+    "bot/adapters/slack_send.py",
+    "bot/adapters/telegram.py",
+}
+SDKS = ("telegram", "slack_sdk", "slack_bolt", "kubernetes", "prometheus_api_client")
+MAX_LINES = 400
+# Over MAX_LINES today, each with its natural split named in issue 10.
+STILL_TOO_LONG = {
+    "bot/adapters/telegram.py",
+    "bot/adapters/telegram_send.py",
+    "bot/adapters/slack.py",
+    "bot/integrations/kube.py",
+    "bot/alerts.py",
+    "bot/settings.py",
+    "bot/timers.py",
+    "bot/incidents.py",
+}
+
+
+def modules(*folders: str) -> list[Path]:
+    found: list[Path] = []
+    for folder in folders:
+        found.extend(sorted((ROOT / folder).rglob("*.py")))
+    return [p for p in found if "migrations" not in p.parts]
+
+
+def rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def imported(path: Path) -> set[str]:
+    """Every module name a file imports, at any level (``if TYPE_CHECKING:`` too)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def uses(names: set[str], *prefixes: str) -> list[str]:
+    return sorted(n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes))
+
+
+def test_handlers_use_services_only() -> None:
+    for path in modules("handlers"):
+        names = imported(path)
+        assert uses(names, "bot.integrations", "bot.store", "sqlalchemy", *SDKS) == [], rel(path)
+        assert uses(names, "bot.app") == [], f"{rel(path)} imports the App"
+
+
+def test_services_get_their_collaborators_not_the_app() -> None:
+    for name in sorted(SERVICES):
+        names = imported(ROOT / name)
+        assert uses(names, "bot.app") == [], f"{name} imports the App"
+        assert uses(names, "bot.router", "handlers", "bot.adapters") == [], name
+
+
+def test_services_return_data_not_replies() -> None:
+    for name in sorted(SERVICES):
+        source = (ROOT / name).read_text()
+        assert "bot.messages import" not in source or "Reply" not in source, name
+
+
+def test_who_still_gets_the_app_only_shrinks() -> None:
+    given = {
+        rel(p)
+        for p in modules("bot", "handlers")
+        if rel(p) not in ("bot/app.py", "bot/cli.py") and uses(imported(p), "bot.app")
+    }
+    assert given <= STILL_GIVEN_THE_APP, f"new modules given the App: {given - STILL_GIVEN_THE_APP}"
+    assert given == STILL_GIVEN_THE_APP, (
+        f"fixed, remove from the list: {STILL_GIVEN_THE_APP - given}"
+    )
+
+
+def test_adapters_translate_only() -> None:
+    with_sql = {
+        rel(p) for p in modules("bot/adapters") if uses(imported(p), "sqlalchemy", "bot.store")
+    }
+    assert with_sql <= ADAPTERS_STILL_WITH_SQL, f"new SQL in {with_sql - ADAPTERS_STILL_WITH_SQL}"
+    assert with_sql == ADAPTERS_STILL_WITH_SQL, f"fixed: {ADAPTERS_STILL_WITH_SQL - with_sql}"
+
+
+def test_no_new_big_rooms() -> None:
+    long = {
+        rel(p) for p in modules("bot", "handlers") if len(p.read_text().splitlines()) > MAX_LINES
+    }
+    assert long <= STILL_TOO_LONG, f"over {MAX_LINES} lines: {long - STILL_TOO_LONG}"
+    assert long == STILL_TOO_LONG, f"now short enough, remove: {STILL_TOO_LONG - long}"
+
+
+def test_one_severity_scale() -> None:
+    for path in modules("bot", "handlers"):
+        if rel(path) == "bot/domain/severity.py":
+            continue
+        source = path.read_text()
+        assert '"P0", "P1", "P2", "P3"' not in source, f"{rel(path)} spells the scale out again"
