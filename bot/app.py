@@ -83,7 +83,7 @@ class App:
             clock=self.clock,
             poster=self.poster,
             views=self.views,
-            timers=self.timers,
+            timers=self.timers.plan,
             pager=self.oncall,
             notify=self.outbox.notify,
         )

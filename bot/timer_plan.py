@@ -1,0 +1,178 @@
+"""Planning an incident's timers, inside the transaction of the change that causes
+them: the ack chain and the resolution triggers from the declaration, the
+next-update reminder and its overdue call-out from the last update. Re-planned on a
+severity change, partly cancelled on an acknowledgement, all cancelled on
+resolution. Fired by :class:`bot.timers.Timers`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from bot.clock import Clock
+from bot.settings import Config
+from bot.store.models import Incident, Timer
+
+INCIDENT_KINDS = ("page", "escalate", "reminder", "overdue")
+
+
+class TimerPlan:
+    """The incident service's TimerPlanner."""
+
+    def __init__(self, *, config: Config, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+
+    def on_declared(self, s: Session, incident: Incident, now: datetime) -> None:
+        # A new incident has no timers yet: plan without looking any up (no query, no
+        # autoflush), so a batch of declarations costs inserts only.
+        self._plan_chain(s, incident, fresh=True)
+        self._plan_escalations(s, incident, fresh=True)
+        self.rearm_reminder(s, incident, base=incident.last_update_at, now=now, fresh=True)
+
+    def on_acknowledged(self, s: Session, incident: Incident, now: datetime) -> None:
+        self._cancel(s, incident, ("page",), now)
+
+    def on_updated(self, s: Session, incident: Incident, now: datetime) -> None:
+        self.rearm_reminder(s, incident, base=now, now=now)
+
+    def on_severity_changed(self, s: Session, incident: Incident, now: datetime) -> None:
+        self._plan_chain(s, incident)
+        self._plan_escalations(s, incident)
+        self.rearm_reminder(s, incident, base=incident.last_update_at, now=now)
+
+    def on_resolved(self, s: Session, incident: Incident, now: datetime) -> None:
+        self._cancel(s, incident, INCIDENT_KINDS, now)
+
+    def _plan_chain(self, s: Session, incident: Incident, fresh: bool = False) -> None:
+        """The ack chain, planned whole from the declaration: step k is paged unless
+        someone acknowledged before its time. Steps already paged stay paged."""
+        if incident.acknowledged_at is not None:
+            return
+        policy = self.config.policy(incident.severity)
+        if policy.page_after is None:
+            if not fresh:
+                self._cancel(s, incident, ("page",), self.clock.now())
+            return
+        due = incident.detected_at + policy.page_after
+        for step, link in enumerate(self.config.oncall.chain):
+            self._upsert(
+                s,
+                incident,
+                key=f"inc{incident.id}:page:{step}",
+                kind="page",
+                step=step,
+                due=due,
+                target=link.role,
+                fresh=fresh,
+            )
+            due += link.respond_within.get(incident.severity, policy.respond_within)  # type: ignore[call-overload]
+
+    def _plan_escalations(self, s: Session, incident: Incident, fresh: bool = False) -> None:
+        policy = self.config.policy(incident.severity)
+        wanted: dict[str, tuple[datetime, str, int]] = {}
+        for step, trigger in enumerate(policy.escalate):
+            wanted.setdefault(
+                f"inc{incident.id}:escalate:{trigger.to}",
+                (incident.detected_at + trigger.after, trigger.to, step),
+            )
+        for row in [] if fresh else self._pending(s, incident, ("escalate",)):
+            if row.key not in wanted:
+                row.cancelled_at = self.clock.now()
+        for key, (due, target, step) in wanted.items():
+            self._upsert(
+                s,
+                incident,
+                key=key,
+                kind="escalate",
+                step=step,
+                due=due,
+                target=target,
+                fresh=fresh,
+            )
+
+    def rearm_reminder(
+        self, s: Session, incident: Incident, *, base: datetime, now: datetime, fresh: bool = False
+    ) -> None:
+        if not fresh:
+            self._cancel(s, incident, ("reminder", "overdue"), now)
+        every = self.config.policy(incident.severity).update_every
+        grace = min(self.config.oncall.overdue_grace, every)
+        due = max(base + every, now)
+        # A fresh key per arming: re-arming twice in one instant must not collide; a
+        # cycle still fires once, because firing marks the row itself.
+        stamp = uuid.uuid4().hex[:16]
+        s.add(
+            Timer(
+                key=f"inc{incident.id}:reminder:{stamp}",
+                incident_id=incident.id,
+                kind="reminder",
+                step=0,
+                due_at=due,
+            )
+        )
+        s.add(
+            Timer(
+                key=f"inc{incident.id}:overdue:{stamp}",
+                incident_id=incident.id,
+                kind="overdue",
+                step=0,
+                due_at=due + grace,
+            )
+        )
+
+    def _upsert(
+        self,
+        s: Session,
+        incident: Incident,
+        *,
+        key: str,
+        kind: str,
+        step: int,
+        due: datetime,
+        target: str | None,
+        fresh: bool = False,
+    ) -> None:
+        row = None if fresh else s.scalar(select(Timer).where(Timer.key == key))
+        if row is None:
+            s.add(
+                Timer(
+                    key=key,
+                    incident_id=incident.id,
+                    kind=kind,
+                    step=step,
+                    due_at=due,
+                    target=target,
+                )
+            )
+        elif row.fired_at is None and row.cancelled_at is None:
+            row.due_at, row.target = due, target
+
+    def _pending(self, s: Session, incident: Incident, kinds: tuple[str, ...]) -> list[Timer]:
+        return list(
+            s.scalars(
+                select(Timer).where(
+                    Timer.incident_id == incident.id,
+                    Timer.kind.in_(kinds),
+                    Timer.fired_at.is_(None),
+                    Timer.cancelled_at.is_(None),
+                )
+            )
+        )
+
+    def _cancel(
+        self, s: Session, incident: Incident, kinds: tuple[str, ...], now: datetime
+    ) -> None:
+        s.execute(
+            update(Timer)
+            .where(
+                Timer.incident_id == incident.id,
+                Timer.kind.in_(kinds),
+                Timer.fired_at.is_(None),
+                Timer.cancelled_at.is_(None),
+            )
+            .values(cancelled_at=now)
+        )
