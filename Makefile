@@ -3,6 +3,8 @@
 
 PYTHON ?= python3
 VENV   ?= .venv
+# Test processes (pytest-xdist): one a core by default; PYTEST_WORKERS=0 runs in one.
+PYTEST_WORKERS ?= auto
 BIN     = $(VENV)/bin
 
 .PHONY: run test lint install
@@ -22,7 +24,7 @@ run: $(BIN)/pira
 # them (no root, no apt) their tests are skipped locally and fail in CI.
 test: $(BIN)/pira
 	-@bash .ci/install-prometheus.sh >/dev/null 2>&1 || echo "note: prometheus/alertmanager not installed; their tests will be skipped"
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(BIN)/pira
 	$(BIN)/ruff check .
