@@ -22,7 +22,7 @@ from typing import Any
 
 from bot.backups import Backups
 from bot.clock import Clock
-from bot.diagnostics import Diagnostics, NotConfigured
+from bot.diagnostics import Diagnostics
 from bot.domain.incident import InvalidInput
 from bot.incidents import Incidents
 from bot.integrations.kube import (
@@ -117,11 +117,7 @@ class ClusterActions:
         self.clock = clock
 
     async def cluster(self) -> Cluster:
-        """The Cluster, or a short InvalidInput a person can act on."""
-        try:
-            return await self.diagnostics.cluster()
-        except (NotConfigured, ClusterError) as exc:
-            raise InvalidInput(str(exc)) from None
+        return await self.diagnostics.usable_cluster()
 
     # ---- /scale executors <N> ---------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.diagnostics import Diagnostics, NotConfigured
+from bot.diagnostics import Diagnostics
 from bot.domain.incident import InvalidInput
 from bot.integrations.kube import (
     Cluster,
@@ -52,10 +52,7 @@ class ClusterReads:
         self.diagnostics = diagnostics
 
     async def cluster(self) -> Cluster:
-        try:
-            return await self.diagnostics.cluster()
-        except (NotConfigured, ClusterError) as exc:
-            raise InvalidInput(str(exc)) from None
+        return await self.diagnostics.usable_cluster()
 
     async def pods(self, phase: Literal["failed", "pending"] | None) -> PodList:
         cluster = await self.cluster()

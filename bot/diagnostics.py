@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bot.clock import Clock
+from bot.domain.incident import InvalidInput
 from bot.integrations.kube import Cluster, ClusterError, ClusterUnavailable, load_api_client
 from bot.integrations.prometheus import PrometheusClient, PrometheusError
 from bot.messages import Button
@@ -101,6 +102,14 @@ class Diagnostics:
                 )
                 log.info("kubernetes client ready", extra={"namespace": cfg.namespace})
             return self._cluster
+
+    async def usable_cluster(self) -> Cluster:
+        """The Cluster, or a short InvalidInput a person can act on (not configured,
+        configuration unreadable)."""
+        try:
+            return await self.cluster()
+        except (NotConfigured, ClusterError) as exc:
+            raise InvalidInput(str(exc)) from None
 
     def prometheus(self) -> PrometheusClient | None:
         """The Prometheus client, or None when ``PIRA_PROMETHEUS_URL`` is not set."""
@@ -246,8 +255,6 @@ class Diagnostics:
 
     def check_executors(self, n: int) -> None:
         """Refuse an executor count outside ``cluster.executors`` min/max."""
-        from bot.domain.incident import InvalidInput
-
         bounds = self.settings.executors
         if not bounds.min <= n <= bounds.max:
             raise InvalidInput(

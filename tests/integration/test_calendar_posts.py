@@ -3,6 +3,7 @@ monthly summary and runbook review — each once, even when the bot was down."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -30,7 +31,7 @@ CONFIG = {
 }
 
 
-async def test_handoff_post_at_local_time_and_monthly_posts(make_app) -> None:  # type: ignore[no-untyped-def]
+async def test_handoff_post_at_local_time_and_monthly_posts(make_app: Callable[..., App]) -> None:
     clock = FakeClock(datetime(2027, 3, 26, 12, 0, tzinfo=UTC))  # Friday before DST
     app: App = make_app(config=Config.model_validate(CONFIG), clock=clock)
     d = Driver(app)

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from bot.app import App
 from bot.clock import FakeClock
+from bot.outbox import Outbound
 from bot.people import Directory
 from bot.settings import Config
 from bot.store.models import OutboxMessage, Timer
@@ -40,7 +41,7 @@ class Sink:
     def reaches(self, destination: object) -> bool:
         return True
 
-    async def deliver(self, message) -> None:  # type: ignore[no-untyped-def]
+    async def deliver(self, message: Outbound) -> None:
         self.sent.append(message.key)
 
 
@@ -70,12 +71,13 @@ async def test_one_leader_and_failover(make_app: Callable[..., App]) -> None:
 
         # The leader dies (no renewal): after the lease the standby takes over.
         clock.advance(timedelta(seconds=10))
-        assert not await second.leadership.step()  # type: ignore[union-attr]
+        assert first.leadership is not None and second.leadership is not None
+        assert not await second.leadership.step()
         clock.advance(timedelta(seconds=6))
-        assert await second.leadership.step()  # type: ignore[union-attr]
+        assert await second.leadership.step()
         assert second.leading and second.timers.scheduler is not None
         # The old leader comes back: it finds the lease taken and stands down.
-        assert not await first.leadership.step()  # type: ignore[union-attr]
+        assert not await first.leadership.step()
         assert not first.leading and first.timers.scheduler is None
 
         clock.advance(timedelta(minutes=1))  # the secondary's page comes due
@@ -90,7 +92,7 @@ async def test_one_leader_and_failover(make_app: Callable[..., App]) -> None:
 
         # A clean stop hands over at once.
         await second.stop()
-        assert await first.leadership.step()  # type: ignore[union-attr]
+        assert await first.leadership.step()
     finally:
         await first.stop()
         await second.stop()

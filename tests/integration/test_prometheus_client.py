@@ -336,6 +336,7 @@ def test_oom_rule_fires_and_reaches_the_webhook(stack: Stack) -> None:
     (alert,) = payload.alerts
     assert alert.labels["severity"] == "p2"
     assert alert.labels["pattern"] == "Driver OOM"
+    assert alert.starts_at is not None
     assert alert.ends_at is None or alert.ends_at > alert.starts_at
     assert alert.fingerprint
     assert alert.generator_url.startswith(stack.prometheus.url)
