@@ -79,6 +79,7 @@ PARSE_INLINE = 256 * 1024  # larger bodies are parsed in a thread
 MAX_LINKS = 5
 SHOWN = 5  # alerts named in one room post
 CONFLICT_RETRIES = 5
+MAX_GROUP_KEY = 500  # the length of incidents.alert_group_key
 
 
 @dataclass
@@ -197,7 +198,10 @@ class AlertIngest:
         given = given.strip()
         if scheme.lower() != "bearer" or not given:
             return self._reject(401, "unauthorized", "missing bearer token")
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        # Header bytes that are not UTF-8 arrive as surrogate escapes: compare the bytes
+        # as sent (any non-ASCII token is simply wrong).
+        sent = given.encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(sent, token.encode()):
             return self._reject(401, "unauthorized", "wrong bearer token")
         return None
 
@@ -269,7 +273,9 @@ class AlertIngest:
             try:
                 one = self.apply([payload])
             except Exception:
-                log.exception("alert notification failed", extra={"group": payload.group_key})
+                log.exception(
+                    "alert notification failed", extra={"group": _stored_key(payload.group_key)}
+                )
                 merged.results.append({"status": "error"})
                 continue
             merged.results.extend(one.results)
@@ -303,13 +309,14 @@ class AlertIngest:
     def _apply(
         self, s: Session, p: AlertmanagerPayload, followups: list[tuple[str, int, str]]
     ) -> dict[str, Any]:
+        key = _stored_key(p.group_key)
         incident = s.scalar(
-            select(Incident).where(Incident.alert_group_key == p.group_key).with_for_update()
+            select(Incident).where(Incident.alert_group_key == key).with_for_update()
         )
         repeat_of = None
         if incident is not None and not incident.is_open and _new_episode(incident, p):
             incident.alert_group_key = None
-            incident.details = {**(incident.details or {}), "alert_group_key": p.group_key}
+            incident.details = {**(incident.details or {}), "alert_group_key": key}
             s.flush()  # free the unique key before the new incident takes it
             repeat_of, incident = incident.number, None
         if incident is None:
@@ -337,7 +344,7 @@ class AlertIngest:
             by=ACTOR,
             source=SOURCE,
             started_at=min(group_started_at(p) or now, now),
-            alert_group_key=p.group_key,
+            alert_group_key=_stored_key(p.group_key),
             details=details,
             session=s,
         )
@@ -377,9 +384,9 @@ class AlertIngest:
         if new:
             for a in new:
                 self._event(s, incident, "alert", f"new alert: {_describe(a, p)}", now)
-            self.app.incidents.post(
+            self.app.poster.post(
                 s,
-                incident,
+                incident.id,
                 room,
                 "text",
                 {
@@ -404,9 +411,9 @@ class AlertIngest:
                         f"/resolve #{number} <root cause>"
                     )
                     buttons = (Button("Resolve", f"/resolve #{number} alerts resolved", "primary"),)
-            self.app.incidents.post(
+            self.app.poster.post(
                 s,
-                incident,
+                incident.id,
                 room,
                 "text",
                 {"text": text},
@@ -452,17 +459,35 @@ async def _read_capped(request: web.Request, cap: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _stored_key(group_key: str) -> str:
+    """The group key as ``incidents.alert_group_key`` holds it: as sent when it fits the
+    column, else its beginning and a digest of the whole (still one key per group)."""
+    if len(group_key) <= MAX_GROUP_KEY:
+        return group_key
+    digest = hashlib.sha256(group_key.encode()).hexdigest()
+    return f"{group_key[: MAX_GROUP_KEY - 72]}#sha256:{digest}"
+
+
 def _record(a: Alert, resolutions: int) -> dict[str, Any]:
-    return {"status": a.status, "at": a.starts_at.isoformat(), "n": resolutions}
+    at = a.starts_at.isoformat() if a.starts_at is not None else None
+    return {"status": a.status, "at": at, "n": resolutions}
 
 
 def _new_episode(incident: Incident, p: AlertmanagerPayload) -> bool:
-    """Whether a firing alert started after what the resolved incident knew."""
+    """Whether a firing alert started after what the resolved incident knew (an alert
+    whose start is unknown, now or then, did not start again as far as PIRA can tell)."""
     seen = (incident.details or {}).get("alerts", {})
     for a in p.firing_alerts:
         known = seen.get(a.fingerprint)
-        if known is None or a.starts_at > datetime.fromisoformat(known["at"]):
+        if known is None:
             return True
+        if a.starts_at is None or not known.get("at"):
+            continue
+        try:
+            if a.starts_at > datetime.fromisoformat(known["at"]):
+                return True
+        except (ValueError, TypeError, OverflowError):
+            continue  # stored by an older PIRA in a form it cannot compare: not new
     return False
 
 
@@ -499,5 +524,8 @@ def _count(alerts: list[Alert], word: str) -> str:
 
 def _digest(alerts: list[Alert]) -> str:
     """Stable across re-sends and replicas: the same change gets the same post key."""
-    parts = sorted(f"{a.fingerprint}/{a.status}/{a.starts_at.isoformat()}" for a in alerts)
+    parts = sorted(
+        f"{a.fingerprint}/{a.status}/{a.starts_at.isoformat() if a.starts_at else '?'}"
+        for a in alerts
+    )
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import re
-from collections.abc import Awaitable, Callable, Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select
 
@@ -38,6 +43,47 @@ if TYPE_CHECKING:
 log = logging.getLogger("pira.slack")
 
 SLACK_API = "https://slack.com/api/"
+SIGNATURE_MAX_AGE = 300  # seconds; older requests are replays (Slack's rule)
+_TIMESTAMP = re.compile(r"[0-9]{1,15}")
+_SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str:
+    """``value`` if it is a string, else an empty one."""
+    return value if isinstance(value, str) else ""
+
+
+def _brief(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:200]
+
+
+def _raised_in(error: BaseException, packages: tuple[str, ...]) -> bool:
+    """Whether the innermost frame of ``error``'s traceback is in one of ``packages``."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = str(tb.tb_frame.f_globals.get("__name__", "")) if tb is not None else ""
+    return module.split(".")[0] in packages
+
+
+def signed(secret: str, headers: Mapping[str, str], body: bytes, now: float) -> bool:
+    """Whether a request carries Slack's signature of ``body`` (``v0=`` HMAC-SHA256 of
+    ``v0:{timestamp}:{body}``) with a timestamp within 5 minutes of ``now``. Any other
+    header value, however odd (empty, not a number, not ASCII), is simply not signed."""
+    timestamp = headers.get("X-Slack-Request-Timestamp", "")
+    signature = headers.get("X-Slack-Signature", "")
+    if not _TIMESTAMP.fullmatch(timestamp) or not _SIGNATURE.fullmatch(signature):
+        return False
+    if abs(now - int(timestamp)) > SIGNATURE_MAX_AGE:
+        return False
+    base = b"v0:" + timestamp.encode() + b":" + body
+    expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature)
 
 
 class SlackAdapter:
@@ -88,6 +134,9 @@ class SlackAdapter:
         async def on_submit(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
             await self._on_submit(ack, body, view)
 
+        async def on_error(error: Exception) -> BoltResponse | None:
+            return await self._on_bolt_error(error)
+
         bolt = AsyncApp(
             client=AsyncWebClient(base_url=self.base_url, timeout=10),
             authorize=authorize,
@@ -102,6 +151,7 @@ class SlackAdapter:
         bolt.action(re.compile(r"^pira:"))(on_action)
         bolt.event("app_mention")(on_mention)
         bolt.view(fmt.PROMPT_CALLBACK)(on_submit)
+        bolt.error(on_error)
         self.bolt = bolt
         if socket:
             from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
@@ -151,10 +201,41 @@ class SlackAdapter:
         )
 
     async def _http(self, request: web.Request) -> web.StreamResponse:
-        if not self.app.env.slack_signing_secret or self.bolt is None:
+        secret = self.app.env.slack_signing_secret
+        if not secret or self.bolt is None:
             return web.Response(status=401, text="")
-        response = await self.bolt.async_dispatch(await to_bolt_request(request))
+        body = await request.read()  # at most the server's client_max_size, else 413
+        # Checked here, on the bytes as sent, before Bolt (whose own check raises on a
+        # timestamp that is not a number or a signature that is not ASCII: a 500).
+        if not signed(secret, request.headers, body, time.time()):
+            log.warning("slack request refused: bad or missing signature or timestamp")
+            return web.Response(status=401, text="")
+        try:
+            # Slack sends UTF-8, whatever charset the Content-Type claims.
+            bolt_request = AsyncBoltRequest(
+                body=body.decode("utf-8"),
+                query=request.query_string,
+                headers=request.headers,  # type: ignore[arg-type]
+            )
+        except Exception as exc:  # not UTF-8, or a body Bolt's parsing fails on
+            log.warning("slack request refused: unreadable body", extra={"error": _brief(exc)})
+            return web.Response(status=400, text="unreadable body")
+        try:
+            response = await self.bolt.async_dispatch(bolt_request)
+        except Exception as exc:  # Bolt's payload helpers, on a shape Slack never sends
+            log.warning("slack request refused: malformed payload", extra={"error": _brief(exc)})
+            return web.Response(status=400, text="malformed payload")
         return await to_aiohttp_response(response)
+
+    async def _on_bolt_error(self, error: Exception) -> BoltResponse | None:
+        """Bolt's error handler. Bolt's own code failing on a signed payload of a shape Slack
+        never sends is a malformed request: one line, 400. Anything else is a bug: logged
+        with its traceback, and Bolt's answer (500) stands."""
+        if _raised_in(error, ("slack_bolt", "slack_sdk")):
+            log.warning("slack request refused: malformed payload", extra={"error": _brief(error)})
+            return BoltResponse(status=400, body="malformed payload")
+        log.error("slack request failed", exc_info=error)
+        return None
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -184,18 +265,22 @@ class SlackAdapter:
         self, ack: Callable[[], Awaitable[Any]], body: dict[str, Any], respond: Any
     ) -> None:
         await ack()
-        action = (body.get("actions") or [{}])[0]
-        user = body.get("user") or {}
-        container = body.get("container") or {}
-        channel = (body.get("channel") or {}).get("id") or container.get("channel_id", "")
-        thread = container.get("thread_ts")
+        # Signed, so from Slack; still read defensively: a field of another JSON type is
+        # taken as missing rather than failing after the ack.
+        actions = body.get("actions")
+        action = _obj(actions[0] if isinstance(actions, list) and actions else None)
+        user = _obj(body.get("user"))
+        container = _obj(body.get("container"))
+        channel = _text(_obj(body.get("channel")).get("id")) or _text(container.get("channel_id"))
+        thread = _text(container.get("thread_ts")) or None
         asked = fmt.asked(str(action.get("value", "")))
         if str(action.get("action_id", "")).startswith(fmt.ASK_ACTION) and asked is not None:
             # At once, not spawned: the trigger_id is valid for 3 s after the click.
-            label = str((action.get("text") or {}).get("text", ""))
-            await self._ask(body, respond, label, *asked, str(channel), thread)
+            label = _text(_obj(action.get("text")).get("text"))
+            await self._ask(body, respond, label, *asked, channel, thread)
             return
-        clicked = {"channel": channel, "ts": container.get("message_ts"), "thread_ts": thread}
+        ts = _text(container.get("message_ts")) or None
+        clicked = {"channel": channel, "ts": ts, "thread_ts": thread}
         message = Message(
             platform="slack",
             user_id=str(user.get("id", "")),
@@ -204,14 +289,14 @@ class SlackAdapter:
             user_name=str(user.get("username") or user.get("name") or ""),
             clicked=clicked,
         )
-        ephemeral = bool(container.get("is_ephemeral"))
-        label = str((action.get("text") or {}).get("text", ""))
+        ephemeral = container.get("is_ephemeral") is True
+        label = _text(_obj(action.get("text")).get("text"))
         self._spawn(
             self._answer(
                 message,
                 respond,
                 replace=ephemeral,  # a Confirm/Cancel prompt is replaced by its outcome
-                mark=None if ephemeral else (body.get("message") or {}, label),
+                mark=None if ephemeral else (_obj(body.get("message")), label),
             )
         )
 
@@ -239,7 +324,12 @@ class SlackAdapter:
     async def _on_submit(
         self, ack: Callable[..., Awaitable[Any]], body: dict[str, Any], view: dict[str, Any]
     ) -> None:
-        meta, text = fmt.submitted(view)
+        try:
+            meta, text = fmt.submitted(view)
+        except (TypeError, AttributeError, ValueError, RecursionError):
+            await ack()  # a view of a shape Slack never sends: close it, do nothing
+            log.warning("slack: malformed view submission ignored")
+            return
         command = str(meta.get("command") or "")
         if not text:
             errors = {fmt.PROMPT_BLOCK: "Write something first; nothing was done."}
@@ -249,8 +339,8 @@ class SlackAdapter:
         if not command.startswith("/"):
             log.warning("slack: prompt submitted without a command")
             return
-        user = body.get("user") or {}
-        channel, thread = str(meta.get("channel") or ""), meta.get("thread_ts") or None
+        user = _obj(body.get("user"))
+        channel, thread = _text(meta.get("channel")), _text(meta.get("thread_ts")) or None
         message = Message(
             platform="slack",
             user_id=str(user.get("id", "")),
@@ -280,8 +370,8 @@ class SlackAdapter:
         """``@pira /ack`` in a thread: slash commands cannot be typed in threads."""
         text = re.sub(r"^\s*<@[A-Z0-9]+>\s*", "", str(event.get("text", "")))
         text = fmt.command_text(text).strip()
-        channel, user = str(event.get("channel", "")), str(event.get("user", ""))
-        thread = event.get("thread_ts")
+        channel, user = _text(event.get("channel")), _text(event.get("user"))
+        thread = _text(event.get("thread_ts")) or None
         if not text.startswith("/"):
             text = "/help"
         message = Message("slack", user, text, self._room(channel, thread))

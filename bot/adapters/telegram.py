@@ -253,9 +253,9 @@ class TelegramAdapter:
 
     async def webhook(self, request: web.Request) -> web.Response:
         given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
-        if not self.webhook_secret or not hmac.compare_digest(
-            given.encode(), self.webhook_secret.encode()
-        ):
+        # Bytes that are not UTF-8 arrive as surrogate escapes: compare the bytes as sent.
+        sent = given.encode("utf-8", "surrogateescape")
+        if not self.webhook_secret or not hmac.compare_digest(sent, self.webhook_secret.encode()):
             log.warning("telegram webhook refused: bad secret token")
             return web.Response(status=403, text="forbidden")
         try:

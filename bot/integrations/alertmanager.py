@@ -13,16 +13,28 @@ needs ``status``, ``labels``, ``startsAt`` (an RFC 3339 timestamp with a
 timezone) and ``fingerprint`` (the dedup key of one alert). Alertmanager's zero
 time ``0001-01-01T00:00:00Z`` — sent as ``endsAt`` of alerts without an end —
 becomes ``None``.
+
+What PIRA can understand in part it keeps, the rest it drops, so that no
+notification is refused forever (Alertmanager retries a 5xx without end):
+
+* strings lose their control characters (PostgreSQL refuses NUL in text) and
+  lone surrogates become U+FFFD (they are not UTF-8: no database takes them);
+  a ``groupKey`` or ``fingerprint`` with nothing left is refused;
+* a ``startsAt`` or ``endsAt`` that has no UTC equivalent (``0001-01-01T00:30+01:00``
+  is in year 0) or lies before 1970 is unknown: ``None``;
+* a body nested too deeply or with a number of thousands of digits is refused
+  with a reason, like any malformed JSON.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -30,6 +42,9 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+
+from bot.domain.incident import clean
+from bot.domain.severity import SEVERITIES, Severity
 
 __all__ = [
     "DEFAULT_SEVERITY_MAPPING",
@@ -47,13 +62,39 @@ __all__ = [
     "severity_from_labels",
 ]
 
-Severity = Literal["P0", "P1", "P2", "P3"]
-SEVERITIES: tuple[Severity, ...] = ("P0", "P1", "P2", "P3")
 AlertStatus = Literal["firing", "resolved"]
 
 # Go's zero time.Time, which Alertmanager sends for "no end time".
 _ZERO_TIME_PREFIX = "0001-01-01T00:00:00"
 _MAX_REASON = 200
+# Earlier start and end times are not real alert times (Go's zero time, typos): unknown.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _not_empty(text: str) -> str:
+    if not text:
+        raise ValueError("empty (once control characters are removed)")
+    return text
+
+
+def _known_time(value: datetime | None) -> datetime | None:
+    """A time PIRA can store and compare, else ``None`` (unknown)."""
+    if value is None:
+        return None
+    try:
+        in_utc = value.astimezone(UTC)
+    except OverflowError:  # no UTC equivalent within years 1..9999
+        return None
+    return value if in_utc >= EARLIEST else None
+
+
+# Strings as any database stores them (``clean``: no control characters, which PostgreSQL
+# refuses as NUL; lone surrogates, which are not UTF-8, replaced by U+FFFD).
+Text = Annotated[str, AfterValidator(clean)]
+# (No min_length: pydantic's length check refuses lone surrogates before clean() runs.)
+Key = Annotated[str, AfterValidator(clean), AfterValidator(_not_empty)]
+Labels = dict[Text, Text]
+Time = Annotated[AwareDatetime | None, AfterValidator(_known_time)]
 
 
 class PayloadError(ValueError):
@@ -76,12 +117,13 @@ class Alert(_Model):
     """One alert of a notification."""
 
     status: AlertStatus
-    labels: dict[str, str]
-    annotations: dict[str, str] = Field(default_factory=dict)
-    starts_at: AwareDatetime = Field(alias="startsAt")
-    ends_at: AwareDatetime | None = Field(default=None, alias="endsAt")
-    generator_url: str = Field(default="", alias="generatorURL")
-    fingerprint: str = Field(min_length=1)
+    labels: Labels
+    annotations: Labels = Field(default_factory=dict)
+    # None: unknown (null, or no representable time); the field itself is required.
+    starts_at: Time = Field(alias="startsAt")
+    ends_at: Time = Field(default=None, alias="endsAt")
+    generator_url: Text = Field(default="", alias="generatorURL")
+    fingerprint: Key
 
     @field_validator("ends_at", mode="before")
     @classmethod
@@ -107,14 +149,14 @@ class AlertmanagerPayload(_Model):
     """The body of one webhook notification (``version: "4"``)."""
 
     version: Literal["4"]
-    group_key: str = Field(alias="groupKey", min_length=1)
-    receiver: str
+    group_key: Key = Field(alias="groupKey")
+    receiver: Text
     status: AlertStatus
     alerts: list[Alert]
-    group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")
-    common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")
-    common_annotations: dict[str, str] = Field(default_factory=dict, alias="commonAnnotations")
-    external_url: str = Field(default="", alias="externalURL")
+    group_labels: Labels = Field(default_factory=dict, alias="groupLabels")
+    common_labels: Labels = Field(default_factory=dict, alias="commonLabels")
+    common_annotations: Labels = Field(default_factory=dict, alias="commonAnnotations")
+    external_url: Text = Field(default="", alias="externalURL")
     truncated_alerts: int = Field(default=0, ge=0, alias="truncatedAlerts")
 
     @property
@@ -137,24 +179,43 @@ def _describe(error: Mapping[str, Any]) -> str:
     return f"invalid field {loc}: {msg}" if loc else msg
 
 
+_TOO_DEEP = "nested too deeply to be an Alertmanager payload"
+
+
+def _shown(value: Any) -> str:
+    """A short picture of a wrong value, safe for any JSON (no recursion, no megabytes)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        text = repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+    return f"of type {type(value).__name__}"
+
+
 def parse_payload(raw: bytes | str) -> AlertmanagerPayload:
     """Parse a webhook request body.
 
-    Raises :class:`PayloadError` for malformed JSON, a non-object body, a
-    version other than ``"4"`` and missing or ill-typed fields.
+    Raises :class:`PayloadError` for malformed JSON (including nesting deeper
+    than Python's recursion limit and integers beyond its digit limit), a
+    non-object body, a version other than ``"4"`` and missing or ill-typed
+    fields; never anything else.
     """
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadError(_TOO_DEEP) from None
+    except ValueError:  # an integer beyond Python's digit limit (sys.get_int_max_str_digits)
+        raise PayloadError("malformed JSON: a number has too many digits") from None
     if not isinstance(data, dict):
         raise PayloadError("payload must be a JSON object")
     if "version" not in data:
         raise PayloadError('missing field version (expected "4")')
     if data["version"] != "4":
-        raise PayloadError(f'unsupported payload version {data["version"]!r} (expected "4")')
+        raise PayloadError(f'unsupported payload version {_shown(data["version"])} (expected "4")')
     try:
         return AlertmanagerPayload.model_validate(data)
+    except RecursionError:
+        raise PayloadError(_TOO_DEEP) from None
     except ValidationError as exc:
         errors = exc.errors()
         reason = _describe(errors[0])
@@ -234,5 +295,6 @@ def group_title(payload: AlertmanagerPayload) -> str:
 
 
 def group_started_at(payload: AlertmanagerPayload) -> datetime | None:
-    """The earliest ``startsAt`` of the group's alerts (``None`` for an empty group)."""
-    return min((a.starts_at for a in payload.alerts), default=None)
+    """The earliest known ``startsAt`` of the group's alerts (``None`` for an empty group
+    or when no start is known)."""
+    return min((a.starts_at for a in payload.alerts if a.starts_at is not None), default=None)

@@ -70,7 +70,7 @@ def test_real_firing_payload() -> None:
     assert alert.alertname == "SparkDriverOOMKilled"
     assert alert.summary == "Spark driver pod OOM-killed in spark"
     assert alert.ends_at is None  # "0001-01-01T00:00:00Z"
-    assert alert.starts_at.tzinfo is not None
+    assert alert.starts_at is not None and alert.starts_at.tzinfo is not None
     assert alert.fingerprint == "e275c15db4859951"
     assert alert.generator_url.startswith("http://127.0.0.1:")
     assert payload.firing_alerts == [alert]
@@ -87,6 +87,7 @@ def test_real_resolved_payload_keeps_its_end_time() -> None:
     assert payload.status == "resolved"
     (alert,) = payload.alerts
     assert not alert.firing
+    assert alert.starts_at is not None
     assert alert.ends_at is not None and alert.ends_at > alert.starts_at
     # The same alert and group as the firing notification: dedup keys match.
     assert alert.fingerprint == firing.alerts[0].fingerprint
@@ -243,7 +244,8 @@ def test_optional_fields_default() -> None:
     assert payload.group_labels == {} and payload.common_annotations == {}
     assert payload.truncated_alerts == 0 and payload.external_url == ""
     assert payload.alerts[0].ends_at is None
-    assert payload.alerts[0].starts_at.utcoffset() == timedelta(hours=2)
+    starts_at = payload.alerts[0].starts_at
+    assert starts_at is not None and starts_at.utcoffset() == timedelta(hours=2)
     assert group_started_at(payload) == datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
 
 
