@@ -227,7 +227,7 @@ class Incidents:
         s.add(incident)
         s.flush()
         _Change(s, incident, now, by, source).event("declared", f"declared [{severity}] {title}")
-        data = self.post_data(incident, now)
+        data = self.views.post_data(incident, now)
         ack = self.buttons(incident)
         # A new number: its posts' keys cannot exist yet (no look-up, no autoflush).
         self._post(
@@ -238,7 +238,7 @@ class Incidents:
             incident,
             Destination.incident(number),
             "ticket",
-            self.ticket_data(incident),
+            self.views.ticket_data(incident),
             "ticket",
             ack,
             fresh=True,
@@ -390,39 +390,7 @@ class Incidents:
 
     # ---- shared pieces ---------------------------------------------------
 
-    def post_data(self, incident: Incident, now: datetime) -> dict[str, Any]:
-        return self.views.post_data(incident, now)
-
-    def ticket_data(self, incident: Incident) -> dict[str, Any]:
-        return self.views.ticket_data(incident)
-
     buttons = staticmethod(IncidentViews.buttons)
-
-    def post(
-        self,
-        session: Session,
-        incident: Incident | None,
-        destination: Destination,
-        template: str,
-        data: dict[str, Any],
-        key: str,
-        buttons: Sequence[Button] = (),
-        edit_of: str | None = None,
-        fresh: bool = False,
-    ) -> list[str]:
-        """Enqueue a post in the caller's transaction; returns the platforms it goes to.
-        ``edit_of``: the key of an earlier post this one replaces in place."""
-        return self.poster.post(
-            session,
-            incident.id if incident is not None else None,
-            destination,
-            template,
-            data,
-            key,
-            buttons,
-            edit_of=edit_of,
-            fresh=fresh,
-        )
 
     def _post(
         self,
@@ -435,9 +403,9 @@ class Incidents:
         buttons: Sequence[Button],
         fresh: bool = False,
     ) -> None:
-        self.post(
+        self.poster.post(
             s,
-            incident,
+            incident.id,
             destination,
             template,
             data,
@@ -456,18 +424,18 @@ class Incidents:
         """Edit the Initial Announcement and the ticket in place on platforms that can:
         they show the state and their buttons follow it (an acknowledged incident no
         longer offers Acknowledge, a resolved one nothing)."""
-        data = self.post_data(incident, self.clock.now())
+        data = self.views.post_data(incident, self.clock.now())
         data["acknowledged_by"] = incident.acknowledged_by
         buttons = self.buttons(incident)
         stamp = uuid.uuid4().hex[:16]
         n = incident.number
         for destination, template, shown, original in (
             (Destination.incidents(), "announce", data, "announce"),
-            (Destination.incident(n), "ticket", self.ticket_data(incident), "ticket"),
+            (Destination.incident(n), "ticket", self.views.ticket_data(incident), "ticket"),
         ):
-            self.post(
+            self.poster.post(
                 s,
-                incident,
+                incident.id,
                 destination,
                 template,
                 shown,

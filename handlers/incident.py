@@ -39,7 +39,7 @@ def parse_incident(a: Args) -> Declare:
 
 async def _show_ticket(ctx: Context, number: int) -> Reply:
     incident = ctx.services.incidents.get(number)
-    return Reply(template="ticket", data=ctx.services.incidents.ticket_data(incident))
+    return Reply(template="ticket", data=ctx.services.incidents.views.ticket_data(incident))
 
 
 @commands.add(

@@ -222,7 +222,7 @@ async def test_a_replayed_post_is_stored_once(world: tuple[App, Driver, FakeCloc
     with app.store.transaction() as s:
         incident = s.scalar(select(Incident))
         assert incident is not None
-        data = app.incidents.post_data(incident, app.clock.now())
-        app.incidents.post(s, incident, Destination.incidents(), "announce", data, "inc1:announce")
+        data = app.views.post_data(incident, app.clock.now())
+        app.poster.post(s, incident.id, Destination.incidents(), "announce", data, "inc1:announce")
     posts = await d.posts()
     assert sum(1 for p in posts if p.tag == "#incidents") == 1
