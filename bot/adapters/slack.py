@@ -30,6 +30,7 @@ from sqlalchemy import select
 
 from bot.adapters import slack_format as fmt
 from bot.adapters.slack_send import SlackSender
+from bot.domain.incident import clean
 from bot.incidents import Incidents
 from bot.messages import Destination, Message, Reply, Room
 from bot.outbox import Outbound
@@ -54,8 +55,10 @@ def _obj(value: Any) -> dict[str, Any]:
 
 
 def _text(value: Any) -> str:
-    """``value`` if it is a string, else an empty one."""
-    return value if isinstance(value, str) else ""
+    """``value`` if it is a string (without control characters), else an empty one.
+    For ids and names from a payload: Slack's ids are ASCII letters, digits and dots, and
+    a NUL must not reach the database (PostgreSQL refuses it, even in a look-up)."""
+    return clean(value) if isinstance(value, str) else ""
 
 
 def _brief(error: BaseException) -> str:
@@ -254,10 +257,10 @@ class SlackAdapter:
         text = "/" + (text.lstrip("/") or "help") if name == "/pira" else f"{name} {text}".strip()
         message = Message(
             platform="slack",
-            user_id=str(command.get("user_id", "")),
+            user_id=_text(command.get("user_id")),
             text=text,
-            room=self._room(str(command.get("channel_id", "")), None),
-            user_name=str(command.get("user_name", "")),
+            room=self._room(_text(command.get("channel_id")), None),
+            user_name=_text(command.get("user_name")),
         )
         self._spawn(self._answer(message, respond, replace=False))
 
@@ -283,10 +286,10 @@ class SlackAdapter:
         clicked = {"channel": channel, "ts": ts, "thread_ts": thread}
         message = Message(
             platform="slack",
-            user_id=str(user.get("id", "")),
+            user_id=_text(user.get("id")),
             text=str(action.get("value", "")),
-            room=self._room(str(channel), thread),
-            user_name=str(user.get("username") or user.get("name") or ""),
+            room=self._room(channel, thread),
+            user_name=_text(user.get("username") or user.get("name")),
             clicked=clicked,
         )
         ephemeral = container.get("is_ephemeral") is True
@@ -343,10 +346,10 @@ class SlackAdapter:
         channel, thread = _text(meta.get("channel")), _text(meta.get("thread_ts")) or None
         message = Message(
             platform="slack",
-            user_id=str(user.get("id", "")),
+            user_id=_text(user.get("id")),
             text=f"{command} {text}",
             room=self._room(channel, thread),
-            user_name=str(user.get("username") or user.get("name") or ""),
+            user_name=_text(user.get("username") or user.get("name")),
             clicked={"channel": channel, "ts": None, "thread_ts": thread},
         )
         self._spawn(self._tell(message))

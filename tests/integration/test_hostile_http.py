@@ -52,7 +52,9 @@ TG_SECRET = "tg-Hostile_secret-1"
 GROUP = tg_supergroup_chat(-1001111111111, "Incidents", is_forum=False)
 ALICE = tg_user(1001, "Alice", "alice")
 CONFIG = {
-    "people": {"alice": {"name": "Alice", "slack": "U0ALICE", "telegram": 1001}},
+    "people": {
+        "alice": {"name": "Alice", "slack": "U0ALICE", "telegram": 1001, "roles": ["responder"]}
+    },
     "channels": {"incidents": {"slack": "C0INCIDENTS", "telegram": GROUP["id"]}},
 }
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
@@ -64,6 +66,7 @@ class Served:
     server: WebServer
     port: int
     clock: FakeClock
+    slack: FakeSlack
 
     def counts(self) -> tuple[int, int, int, int]:
         """Rows a request could write: incidents, timeline, audit, outbox."""
@@ -92,6 +95,10 @@ class Served:
             body,
         )
         return status, json.loads(answer)
+
+
+def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.exc_info]
 
 
 def _b(value: str | bytes) -> bytes:
@@ -165,7 +172,7 @@ async def serving(make_app: Callable[..., App], **limits: Any) -> AsyncIterator[
             await chat.start(server)
         await server.start(LOOPBACK, port)
         try:
-            yield Served(app, server, port, clock)
+            yield Served(app, server, port, clock, slack)
         finally:
             for chat in chats:
                 await chat.stop()
@@ -257,6 +264,35 @@ async def test_slack_signed_body_in_another_charset_or_not_utf8(
         before = srv.counts()
         assert (await srv.post("/slack/events", slack_headers(bad, ts), bad))[0] == 400
         assert srv.counts() == before
+
+
+async def test_slack_ids_with_nul_are_cleaned_before_the_database(
+    make_app: Callable[..., App], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the property test on PostgreSQL: a channel id holding NUL made the room
+    look-up fail after the ack (PostgreSQL refuses NUL even in a query). Slack's ids are
+    ASCII: control characters are dropped, and the command runs as the person it names."""
+    async with serving(make_app) as srv:
+        url = srv.slack.response_url()
+        body = slack_slash_command_body(
+            command="/incident",
+            text="p2 Driver OOM",
+            user_id="U0ALICE\u0000",
+            user_name="ali\u0000ce",
+            channel_id="C0\u0000GENERAL",
+            response_url=url,
+        ).encode()
+        status, _ = await srv.post(
+            "/slack/events", slack_headers(body, str(int(time.time()))), body
+        )
+        assert status == 200
+        path = url.removeprefix(srv.slack.root_url)
+        await srv.slack.wait_for("response_url", lambda c: c.path == path, timeout=10)
+        assert [i.title for i in srv.incidents()] == ["Driver OOM"]
+        with srv.app.store.read() as s:
+            actors = list(s.scalars(select(AuditEntry.actor)))
+        assert actors and not any("\x00" in a for a in actors)
+    assert tracebacks(caplog) == []
 
 
 # ---- 2. Telegram: a secret token that is not ASCII is simply wrong (403) ------------------
@@ -442,10 +478,6 @@ async def test_compressed_bodies_are_refused_at_once(
         assert status == 415
         assert time.monotonic() - started < 10
         assert srv.counts() == (0, 0, 0, 0)
-
-
-def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.exc_info]
 
 
 @pytest.mark.parametrize(
