@@ -14,10 +14,6 @@ class UsageError(InvalidInput):
     """The arguments do not parse; the router adds the command's usage line."""
 
 
-class Refused(Exception):
-    """The person may not do this (role, or another person's confirmation)."""
-
-
 class Args:
     """A cursor over a command's argument text, for declaring typed parsers."""
 

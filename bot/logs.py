@@ -11,6 +11,7 @@ from typing import Any
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 _SECRETS: list[str] = []
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _TOKENISH = re.compile(r"(xox[abpr]-[\w-]+|xapp-[\w-]+|\d{6,12}:[\w-]{30,}|Bearer\s+\S+)")
 
 
@@ -46,7 +47,8 @@ class JsonFormatter(logging.Formatter):
                 tb = tb.tb_next
             if tb is not None:
                 event["at"] = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
-        return scrub(json.dumps(event, default=str, ensure_ascii=False))
+        # Lone surrogates (bytes that were not UTF-8) would make the line unwritable.
+        return _SURROGATE.sub("\ufffd", scrub(json.dumps(event, default=str, ensure_ascii=False)))
 
 
 def setup(level: str = "INFO") -> None:
