@@ -3,6 +3,7 @@ PIRA_TEST_DATABASE_URL is set) and an App factory."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -45,21 +46,31 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     return f"clock moved: the run starts at {when.isoformat()}" if when else None
 
 
-@pytest.fixture
-def db_url(tmp_path: Path) -> Iterator[str]:
-    """A database no other test uses."""
+@contextlib.contextmanager
+def fresh_database(folder: Path) -> Iterator[str]:
+    """The URL of a database no other test uses: a SQLite file in ``folder``, or a
+    PostgreSQL schema of its own (dropped afterwards) when PIRA_TEST_DATABASE_URL is set."""
     if not PG_URL:
-        yield f"sqlite:///{tmp_path / 'pira.db'}"
+        yield f"sqlite:///{folder / 'pira.db'}"
         return
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_URL)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     sep = "&" if "?" in PG_URL else "?"
-    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> Iterator[str]:
+    """A database no other test uses."""
+    with fresh_database(tmp_path) as url:
+        yield url
 
 
 def env_for(db_url: str, **extra: str) -> Env:

@@ -32,7 +32,6 @@ import socket
 import threading
 import time
 import traceback
-import uuid
 from collections import Counter
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -45,13 +44,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from bot.app import App
 from bot.clock import FakeClock
 from bot.outbox import ChatAdapter
 from bot.settings import Config, Env
 from bot.web import WebServer
+from tests.conftest import PG_URL, fresh_database
 from tests.fakes.payloads import slack_signature, tg_supergroup_chat
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.telegram_api import FakeTelegram
@@ -60,7 +60,6 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"
 )
 
-PG_URL = os.environ.get("PIRA_TEST_DATABASE_URL", "").strip()
 LOOPBACK = "127.0.0.1"
 AM_TOKEN = "am-fuzz-token-7Hq2"
 SLACK_SECRET = "fedcba9876543210fedcba9876543210"
@@ -180,24 +179,6 @@ class Target:
         self.run(drain())
 
 
-@contextlib.contextmanager
-def _database(tmp: Path) -> Iterator[str]:
-    if not PG_URL:
-        yield f"sqlite:///{tmp / 'pira.db'}"
-        return
-    schema = f"p_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
@@ -216,7 +197,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     def run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, loop).result(120)
 
-    with _database(tmp_path_factory.mktemp("property")) as url:
+    with fresh_database(tmp_path_factory.mktemp("property")) as url:
 
         async def start() -> Target:
             slack = await stack.enter_async_context(FakeSlack())
