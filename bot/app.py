@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
+from bot.adapters.deps import ChatDeps
 from bot.alerts import AlertIngest
 from bot.clock import Clock, SystemClock
 from bot.cluster_actions import ClusterActions
@@ -17,25 +17,15 @@ from bot.oncall import OnCall
 from bot.outbox import Adapter, ChatAdapter, OutboxWorker, Poster
 from bot.people import Directory
 from bot.render import Renderer
-from bot.router import Command, Router, Services
+from bot.rooms import Rooms
+from bot.router import Router, Services
 from bot.settings import Config, Env
 from bot.store import Store
 from bot.timers import Timers
 from bot.views import IncidentViews
+from handlers import all_commands
 
 log = logging.getLogger("pira.app")
-
-
-def all_commands() -> list[Command[Any]]:
-    from handlers import actions, diagnose, incident, meta, oncall
-
-    return [
-        *incident.commands.items,
-        *oncall.commands.items,
-        *diagnose.commands.items,
-        *actions.commands.items,
-        *meta.commands.items,
-    ]
 
 
 class App:
@@ -58,6 +48,7 @@ class App:
             store=self.store, adapters=self.adapters, renderer=self.renderer, clock=self.clock
         )
         self.views = IncidentViews(config)
+        self.rooms = Rooms(store=self.store, clock=self.clock)
         self.poster = Poster(adapters=lambda: list(self.adapters.values()), clock=self.clock)
         self.oncall = OnCall(
             store=self.store,
@@ -90,9 +81,20 @@ class App:
         self.diagnostics = Diagnostics(config=config, env=env, clock=self.clock)
         self.reads = ClusterReads(self.diagnostics)
         self.actions = ClusterActions(
-            diagnostics=self.diagnostics, incidents=self.incidents, clock=self.clock
+            diagnostics=self.diagnostics,
+            incidents=self.incidents,
+            clock=self.clock,
+            run=self.store.run,
         )
-        self.alerts = AlertIngest(self)
+        self.alerts = AlertIngest(
+            store=self.store,
+            settings=config.alertmanager,
+            token=env.alertmanager_token,
+            clock=self.clock,
+            incidents=self.incidents,
+            poster=self.poster,
+            notify=self.outbox.notify,
+        )
         self.router = Router(
             store=self.store,
             services=Services(
@@ -104,6 +106,7 @@ class App:
                 diagnostics=self.diagnostics,
                 actions=self.actions,
                 reads=self.reads,
+                run=self.store.run,
             ),
             commands=all_commands(),
         )
@@ -114,24 +117,36 @@ class App:
     def add_adapter(self, adapter: Adapter) -> None:
         self.adapters[adapter.name] = adapter
 
+    def chat_deps(self) -> ChatDeps:
+        """What a chat adapter is given (and nothing more of the bot)."""
+        return ChatDeps(
+            env=self.env,
+            config=self.config,
+            router=self.router,
+            directory=self.directory,
+            renderer=self.renderer,
+            rooms=self.rooms,
+            leading=lambda: self.leadership is None or self.leading,
+        )
+
     def chat_adapters(self) -> list[ChatAdapter]:
         """The chat platforms whose credentials are set in the environment."""
         found: list[ChatAdapter] = []
         if self.env.slack_bot_token:
             from bot.adapters.slack import SlackAdapter
 
-            found.append(SlackAdapter(self))
+            found.append(SlackAdapter(self.chat_deps()))
         if self.env.telegram_token:
             from bot.adapters.telegram import TelegramAdapter
 
-            found.append(TelegramAdapter(self))
+            found.append(TelegramAdapter(self.chat_deps()))
         return found
 
     async def start(self, *, scheduler: bool = True) -> None:
         """Migrate, then compete for leadership: the leader runs the timers and the
         outbox worker. ``scheduler=False`` (tests that drive timers by hand): no
         scheduler, no leadership, the outbox worker runs."""
-        await asyncio.to_thread(self.store.migrate)
+        await self.store.run(self.store.migrate)
         if not scheduler:
             self._outbox_task = asyncio.create_task(self.outbox.run(), name="outbox")
             return
@@ -168,7 +183,7 @@ class App:
 
         from bot.web import WebServer
 
-        server = WebServer(self, CollectorRegistry())
+        server = WebServer(CollectorRegistry(), ping=self.store.reachable)
         self.alerts.register(server)
         chats = [a for a in self.adapters.values() if isinstance(a, ChatAdapter)]
         for chat in chats:

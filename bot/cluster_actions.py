@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,11 +111,19 @@ class RestoreDone:
 
 
 class ClusterActions:
-    def __init__(self, *, diagnostics: Diagnostics, incidents: Incidents, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        diagnostics: Diagnostics,
+        incidents: Incidents,
+        clock: Clock,
+        run: Callable[..., Awaitable[Any]],
+    ) -> None:
         self.diagnostics = diagnostics
         self.backups = Backups(diagnostics.settings.backups_dir)
         self.incidents = incidents
         self.clock = clock
+        self.run = run  # the incidents' database work, off the event loop (Store.run)
 
     async def cluster(self) -> Cluster:
         return await self.diagnostics.usable_cluster()
@@ -122,7 +131,7 @@ class ClusterActions:
     # ---- /scale executors <N> ---------------------------------------------------------------
 
     async def plan_scale(self, target: int, where: Where) -> ScalePlan:
-        self._check_incident(where)
+        await self._check_incident(where)
         self.diagnostics.check_executors(target)
         cluster = await self.cluster()
         current: ExecutorScale | None = None
@@ -148,15 +157,15 @@ class ClusterActions:
         try:
             stored = await cluster.scale_executors(target)
         except ClusterError as exc:
-            raise self._failed(where, command, exc) from None
+            raise await self._failed(where, command, exc) from None
         was = "?" if before is None else str(before)
-        self._note(where, f"{command} by {where.by.handle}: executors {was} → {stored}")
+        await self._note(where, f"{command} by {where.by.handle}: executors {was} → {stored}")
         return ScaleDone(cluster.executor_statefulset, before, stored)
 
     # ---- /restart spark-connect -------------------------------------------------------------
 
     async def plan_restart(self, where: Where) -> RestartPlan:
-        self._check_incident(where)
+        await self._check_incident(where)
         cluster = await self.cluster()
         try:
             status = await cluster.connect_status()
@@ -174,9 +183,9 @@ class ClusterActions:
         try:
             stamp = await cluster.restart_connect(now=self.clock.now())
         except ClusterError as exc:
-            raise self._failed(where, command, exc) from None
+            raise await self._failed(where, command, exc) from None
         name = cluster.connect_deployment
-        self._note(where, f"{command} by {where.by.handle}: {name} restarted at {stamp}")
+        await self._note(where, f"{command} by {where.by.handle}: {name} restarted at {stamp}")
         return RestartDone(name, stamp)
 
     # ---- /kill <driver-pod> -----------------------------------------------------------------
@@ -185,7 +194,7 @@ class ClusterActions:
         """Only one of the platform's driver pods, checked before even asking for a
         confirmation (RBAC cannot restrict deletes by label); :meth:`kill` checks again
         at the moment of the delete, with the pod's uid."""
-        self._check_incident(where)
+        await self._check_incident(where)
         cluster = await self.cluster()
         try:
             platform = {p.name: p for p in await cluster.pods()}
@@ -212,14 +221,14 @@ class ClusterActions:
         try:
             await cluster.kill_driver(name)
         except ClusterError as exc:
-            raise self._failed(where, f"/kill {name}", exc) from None
-        self._note(where, f"/kill {name} by {where.by.handle}: driver pod deleted")
+            raise await self._failed(where, f"/kill {name}", exc) from None
+        await self._note(where, f"/kill {name} by {where.by.handle}: driver pod deleted")
         return cluster.namespace
 
     # ---- /restore <backup> ------------------------------------------------------------------
 
     async def plan_restore(self, backup: str, where: Where) -> RestorePlan:
-        self._check_incident(where)
+        await self._check_incident(where)
         path = self.backups.backup_path(backup)
         cluster = await self.cluster()
         try:
@@ -236,18 +245,18 @@ class ClusterActions:
         try:
             applied = await cluster.apply_manifest(path)
         except ClusterError as exc:
-            raise self._failed(where, f"/restore {backup}", exc) from None
+            raise await self._failed(where, f"/restore {backup}", exc) from None
         done = ", ".join(
             f"{a.kind} {a.name} {'created' if a.created else 'configured'}" for a in applied
         )
-        self._note(where, f"/restore {backup} by {where.by.handle}: {done}")
+        await self._note(where, f"/restore {backup} by {where.by.handle}: {done}")
         return RestoreDone(path, cluster.namespace, applied)
 
     # ---- the incident's timeline --------------------------------------------------------------
 
-    def _check_incident(self, where: Where) -> None:
+    async def _check_incident(self, where: Where) -> None:
         if where.number is not None:
-            self.incidents.get(where.number)  # raises "there is no incident #N"
+            await self.run(self.incidents.get, where.number)  # "there is no incident #N"
 
     def _incident_for(self, where: Where) -> int | None:
         """The incident an action belongs to: ``#N``, else the room's or the only open one."""
@@ -265,17 +274,26 @@ class ClusterActions:
         except InvalidInput:
             return None
 
-    def _note(self, where: Where, text: str) -> None:
-        incident = self._incident_for(where)
-        if incident is None:
-            return
+    async def _note(self, where: Where, text: str, outcome: str = "ok") -> None:
+        """The action's line on its incident's timeline (the command's audit row joins
+        that commit)."""
         try:
-            self.incidents.note(
-                number=incident, text=text, by=where.by, source=where.source, kind="action"
-            )
+            await self.run(self._note_now, where, text, outcome)
         except Exception:  # the action is done; a timeline problem must not hide that
-            log.exception("timeline note failed", extra={"incident": incident})
+            log.exception("timeline note failed", extra={"number": where.number})
 
-    def _failed(self, where: Where, command: str, exc: ClusterError) -> ActionFailed:
-        self._note(where, f"{command} by {where.by.handle} failed: {exc}")
+    def _note_now(self, where: Where, text: str, outcome: str) -> None:
+        incident = self._incident_for(where)
+        if incident is not None:
+            self.incidents.note(
+                number=incident,
+                text=text,
+                by=where.by,
+                source=where.source,
+                kind="action",
+                outcome=outcome,
+            )
+
+    async def _failed(self, where: Where, command: str, exc: ClusterError) -> ActionFailed:
+        await self._note(where, f"{command} by {where.by.handle} failed: {exc}", "failed")
         return ActionFailed(exc)

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bot import audit
 from bot.clock import Clock
 from bot.domain.incident import (
     MAX_TITLE,
@@ -72,7 +73,9 @@ class _Change:
     by: Actor
     source: str
 
-    def event(self, kind: str, text: str) -> TimelineEvent:
+    def event(self, kind: str, text: str, *, outcome: str = "ok") -> TimelineEvent:
+        """A timeline line; the command that made it is audited in the same commit."""
+        audit.join(self.s, self.now, outcome, text)
         ev = TimelineEvent(
             incident_id=self.incident.id,
             at=self.now,
@@ -381,10 +384,11 @@ class Incidents:
         source: str,
         kind: str = "note",
         post: bool = True,
+        outcome: str = "ok",
     ) -> None:
         """A timeline line (and a post in the incident room) from another part of PIRA."""
         with self._change(number, by, source, must_be_open=False) as c:
-            ev = c.event(kind, text)
+            ev = c.event(kind, text, outcome=outcome)
             if post:
                 self._room(c.s, c.incident, text, f"{kind}:{ev.id}")
 

@@ -83,7 +83,7 @@ class Leadership:
     async def step(self) -> bool:
         """One round: acquire or renew, and start or stop the leader's duties."""
         try:
-            leading = await asyncio.to_thread(self.try_acquire)
+            leading = await self.store.run(self.try_acquire)
         except Exception:
             log.exception("lease check failed")
             leading = False
@@ -106,7 +106,7 @@ class Leadership:
         if self.leading:
             self.leading = False
             await self._on_lose()
-            await asyncio.to_thread(self.release)
+            await self.store.run(self.release)
 
 
 def _dead_here(holder: str) -> bool:

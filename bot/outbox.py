@@ -83,6 +83,10 @@ class ChatAdapter(Adapter, Protocol):
 
     async def stop(self) -> None: ...
 
+    async def settle(self) -> None:
+        """Wait until the commands being handled are answered."""
+        ...
+
 
 def enqueue(
     session: Session,
@@ -202,12 +206,25 @@ class OutboxWorker:
         self.batch = batch
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def notify(self) -> None:
-        """Something was enqueued: deliver now instead of at the next poll."""
-        self._wake.set()
+        """Something was enqueued: deliver now instead of at the next poll. Callable
+        from any thread (verbs commit on the store's threads)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return  # not running: the first pass will find it
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self, poll: float = 1.0) -> None:
+        self._loop = asyncio.get_running_loop()
         while True:
             try:
                 await self.deliver_due()
@@ -227,14 +244,7 @@ class OutboxWorker:
         """
         async with self._lock:
             now = self.clock.now()
-            with self.store.read() as session:
-                rows = session.scalars(
-                    select(OutboxMessage)
-                    .where(OutboxMessage.status == "pending")
-                    .where(OutboxMessage.platform.in_(list(self.adapters)))
-                    .order_by(OutboxMessage.id)
-                    .limit(self.batch)
-                ).all()
+            rows = await self.store.run(self._pending)
             lanes: dict[tuple[str, str], list[OutboxMessage]] = {}
             for row in rows:
                 lanes.setdefault((row.platform, row.destination), []).append(row)
@@ -242,6 +252,22 @@ class OutboxWorker:
                 *(self._deliver_lane(lane, now) for lane in lanes.values())
             )
             return sum(counts)
+
+    def _pending(self) -> list[OutboxMessage]:
+        with self.store.read() as session:
+            return list(
+                session.scalars(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.status == "pending")
+                    .where(OutboxMessage.platform.in_(list(self.adapters)))
+                    .order_by(OutboxMessage.id)
+                    .limit(self.batch)
+                )
+            )
+
+    def _by_key(self, key: str) -> OutboxMessage | None:
+        with self.store.read() as session:
+            return session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
 
     async def _deliver_lane(self, rows: list[OutboxMessage], now: datetime) -> int:
         delivered = 0
@@ -256,14 +282,11 @@ class OutboxWorker:
         body = row.body
         original_ref = None
         if body.get("edit_of"):
-            with self.store.read() as session:
-                original = session.scalar(
-                    select(OutboxMessage).where(
-                        OutboxMessage.key == f"{body['edit_of']}@{row.platform}"
-                    )
-                )
+            original = await self.store.run(self._by_key, f"{body['edit_of']}@{row.platform}")
             if original is None or original.status == "failed":
-                self._done(row, None, "the message to edit was never delivered")
+                await self.store.run(
+                    self._done, row, None, "the message to edit was never delivered"
+                )
                 return True
             if original.status != "sent":
                 return False  # edit after the original is out
@@ -283,13 +306,13 @@ class OutboxWorker:
             )
             ref = await adapter.deliver(message)
         except DeliveryError as exc:
-            self._failed(row, str(exc), exc.retry_after, exc.permanent)
+            await self.store.run(self._failed, row, str(exc), exc.retry_after, exc.permanent)
             return False
         except Exception as exc:  # an adapter bug must not stop other rooms' posts
             log.exception("outbox delivery crashed", extra={"key": row.key})
-            self._failed(row, f"{type(exc).__name__}: {exc}", None, False)
+            await self.store.run(self._failed, row, f"{type(exc).__name__}: {exc}", None, False)
             return False
-        self._done(row, ref, None)
+        await self.store.run(self._done, row, ref, None)
         return True
 
     def _done(self, row: OutboxMessage, ref: dict[str, Any] | None, note: str | None) -> None:

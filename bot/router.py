@@ -13,11 +13,12 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy import select
 
 from bot.args import Args, UsageError
+from bot.audit import COMMAND, Draft
 from bot.domain.incident import InvalidInput, clean
 from bot.messages import Button, Message, Reply
 from bot.people import Actor
@@ -43,6 +44,16 @@ MAX_COMMAND = 4000
 _COMMAND = re.compile(r"^/([A-Za-z_]+)(?:@[A-Za-z0-9_]+)?(?:\s+(.*))?$", re.DOTALL)
 
 A = TypeVar("A")
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Runner(Protocol):
+    """Runs a service's synchronous (database) method off the event loop: Store.run."""
+
+    def __call__(
+        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Awaitable[T]: ...
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,8 @@ class Services:
     diagnostics: Diagnostics
     actions: ClusterActions
     reads: ClusterReads
+    # Every service method that touches the database is called through this.
+    run: Runner
 
 
 @dataclass
@@ -78,8 +91,14 @@ class Context:
     def room_incident(self) -> int | None:
         return self.message.room.incident
 
-    def incident(self, number: int | None, *, reading: bool = False) -> int:
-        return self.services.incidents.pick(number, self.room_incident, reading=reading)
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """A service's database work, off the event loop (``await ctx.run(verb, ...)``)."""
+        return await self.services.run(fn, *args, **kwargs)
+
+    async def incident(self, number: int | None, *, reading: bool = False) -> int:
+        return await self.run(
+            self.services.incidents.pick, number, self.room_incident, reading=reading
+        )
 
 
 @dataclass(frozen=True)
@@ -193,11 +212,11 @@ class Router:
         except InvalidInput as exc:
             if command.audit or command.role is not None:
                 # Every attempt at a guarded command is audited, even one that did not parse.
-                self.audit(actor, message.platform, attempt, "rejected", str(exc))
+                await self.audit(actor, message.platform, attempt, "rejected", str(exc))
             return Reply.error(f"{_sentence(str(exc))} Usage: {command.usage}")
         role = command.role_for(args)
         if not actor.has(role):
-            self.audit(actor, message.platform, attempt, "refused", f"needs role {role}")
+            await self.audit(actor, message.platform, attempt, "refused", f"needs role {role}")
             return Reply.error(f"/{name} needs the {role} role; {actor.handle} does not have it.")
         ctx = Context(self.services, actor, message, self.commands)
         if command.confirm is not None:
@@ -205,26 +224,38 @@ class Router:
         return await self._run(command, ctx, args, attempt)
 
     async def _run(self, command: Command[Any], ctx: Context, args: Any, text: str) -> Reply:
+        draft = None
+        if self._audited(command, args):
+            draft = Draft(ctx.actor.handle, ctx.source, text)
+        token = COMMAND.set(draft)
         try:
             reply = await command.run(ctx, args)
         except InvalidInput as exc:
             reply = Reply.error(_sentence(str(exc)))
         except Exception:
             log.exception("command failed", extra={"command": command.name})
-            reply = Reply.error(
+            if draft is not None:
+                await self._finish(draft, "failed", "internal error")
+            return Reply.error(
                 f"/{command.name} failed on PIRA's side; nothing was changed "
                 "that is not shown here. The error is in the bot's log."
             )
-            if self._audited(command, args):
-                self.audit(ctx.actor, ctx.source, text, "failed", "internal error")
-            return reply
-        if self._audited(command, args):
+        finally:
+            COMMAND.reset(token)
+        if draft is not None:
             # The reply's own text is the detail: an action's answer from the API, or
             # why it was rejected.
             outcome = reply.outcome or ("ok" if reply.ok else "rejected")
-            detail = str(reply.data.get("text", ""))[:500]
-            self.audit(ctx.actor, ctx.source, text, outcome, detail)
+            await self._finish(draft, outcome, str(reply.data.get("text", ""))[:500])
         return reply
+
+    async def _finish(self, draft: Draft, outcome: str, detail: str) -> None:
+        """The command's audit row: already committed with its change (one transaction),
+        else written now, alone."""
+        if draft.committed and draft.outcome == outcome:
+            draft.logged(outcome)
+            return
+        await self._write(draft, outcome, detail)
 
     @staticmethod
     def _audited(command: Command[Any], args: Any) -> bool:
@@ -236,28 +267,19 @@ class Router:
         try:
             prompt = await command.confirm(ctx, args)
         except InvalidInput as exc:
-            self.audit(ctx.actor, ctx.source, text, "rejected", str(exc))
+            await self.audit(ctx.actor, ctx.source, text, "rejected", str(exc))
             return Reply.error(_sentence(str(exc)))
         except Exception:
             log.exception("confirmation prompt failed", extra={"command": command.name})
-            self.audit(ctx.actor, ctx.source, text, "failed", "internal error")
+            await self.audit(ctx.actor, ctx.source, text, "failed", "internal error")
             return Reply.error(
                 f"/{command.name} failed on PIRA's side; nothing was done. "
                 "The error is in the bot's log."
             )
-        now = self.clock.now()
         code = secrets.token_hex(3).upper()
-        with self.store.transaction() as s:
-            s.add(
-                Confirmation(
-                    code=code,
-                    actor=ctx.actor.key,
-                    command=text,
-                    created_at=now,
-                    expires_at=now + CONFIRM_WINDOW,
-                )
-            )
-        self.audit(ctx.actor, ctx.source, text, "requested", f"confirmation {code}")
+        draft = Draft(ctx.actor.handle, ctx.source, text)
+        await self.store.run(self._save_confirmation, code, ctx.actor.key, text, draft)
+        draft.logged("requested")
         seconds = int(CONFIRM_WINDOW.total_seconds())
         return Reply.plain(
             f"{prompt}\nConfirm within {seconds} s: /confirm {code} (or /cancel {code}).",
@@ -267,72 +289,93 @@ class Router:
             ),
         )
 
+    def _save_confirmation(self, code: str, actor: str, text: str, draft: Draft) -> None:
+        now = self.clock.now()
+        with self.store.transaction() as s:
+            s.add(
+                Confirmation(
+                    code=code,
+                    actor=actor,
+                    command=text,
+                    created_at=now,
+                    expires_at=now + CONFIRM_WINDOW,
+                )
+            )
+            s.add(draft.row(now, "requested", f"confirmation {code}"))
+
     async def _confirmation(self, verb: str, code: str, message: Message, actor: Actor) -> Reply:
         code = code.upper()
         if not re.fullmatch(r"[0-9A-F]{6}", code):
             return Reply.error(f"Usage: /{verb} <code> (the code the bot gave you).")
-        now = self.clock.now()
-        with self.store.transaction() as s:
-            pending = s.get(Confirmation, code)
-            if pending is None or pending.used_at is not None:
-                return Reply.error(f"No pending action with code {code}.")
-            if pending.actor != actor.key:
-                self.audit(
-                    actor,
-                    message.platform,
-                    pending.command,
-                    "refused",
-                    f"{verb} {code} by another person than {pending.actor}",
-                )
-                return Reply.error("Only the person who asked for this action can confirm it.")
-            pending.used_at = now
-            command_text = pending.command
-            expired = pending.expires_at < now
-        if expired:
-            self.audit(actor, message.platform, command_text, "expired", f"code {code}")
-            return Reply.error(f"Code {code} expired (60 s); nothing was done. Ask again.")
-        if verb == "cancel":
-            self.audit(actor, message.platform, command_text, "cancelled", f"code {code}")
-            return Reply.plain(f"Cancelled: {command_text}")
+        used = await self.store.run(self._use_code, verb, code, actor, message.platform)
+        if isinstance(used, Reply):
+            return used
+        command_text = used
         m = _COMMAND.match(command_text)
         assert m is not None
         command = self.commands[m.group(1).lower()]
         args = command.parse(Args(m.group(2) or ""))
         role = command.role_for(args)
         if not actor.has(role):  # roles may have changed since the request
-            self.audit(actor, message.platform, command_text, "refused", "role")
+            await self.audit(actor, message.platform, command_text, "refused", "role")
             return Reply.error(f"/{command.name} needs the {role} role.")
-        self.audit(actor, message.platform, command_text, "confirmed", f"code {code}")
+        await self.audit(actor, message.platform, command_text, "confirmed", f"code {code}")
         ctx = Context(self.services, actor, message, self.commands, confirmed=True)
         return await self._run(command, ctx, args, command_text)
 
-    def audit(self, actor: Actor, source: str, action: str, outcome: str, detail: str) -> None:
-        """Write an audit row. An error path calls this too, so it must not raise: a
-        failure to audit is logged (and the answer still goes out)."""
+    def _use_code(self, verb: str, code: str, actor: Actor, platform: str) -> Reply | str:
+        """Take a confirmation code (one transaction with its audit row): the command
+        to run, or the answer when there is nothing to run."""
+        now = self.clock.now()
+        with self.store.transaction() as s:
+            pending = s.get(Confirmation, code)
+            if pending is None or pending.used_at is not None:
+                return Reply.error(f"No pending action with code {code}.")
+            draft = Draft(actor.handle, platform, pending.command)
+            if pending.actor != actor.key:
+                detail = f"{verb} {code} by another person than {pending.actor}"
+                s.add(draft.row(now, "refused", detail))
+                draft.logged("refused")
+                return Reply.error("Only the person who asked for this action can confirm it.")
+            pending.used_at = now
+            if pending.expires_at < now:
+                s.add(draft.row(now, "expired", f"code {code}"))
+                draft.logged("expired")
+                return Reply.error(f"Code {code} expired (60 s); nothing was done. Ask again.")
+            if verb == "cancel":
+                s.add(draft.row(now, "cancelled", f"code {code}"))
+                draft.logged("cancelled")
+                return Reply.plain(f"Cancelled: {pending.command}")
+            return pending.command
+
+    async def pending(self, code: str) -> bool:
+        """Whether confirmation ``code`` can still be used (its prompt keeps its buttons)."""
+        return await self.store.run(self._pending, code.strip().upper())
+
+    def _pending(self, code: str) -> bool:
+        with self.store.read() as s:
+            found = s.get(Confirmation, code)
+            return found is not None and found.used_at is None
+
+    async def audit(
+        self, actor: Actor, source: str, action: str, outcome: str, detail: str
+    ) -> None:
+        """Write an audit row alone (a command that changed nothing)."""
+        await self._write(Draft(actor.handle, source, action), outcome, detail)
+
+    async def _write(self, draft: Draft, outcome: str, detail: str) -> None:
+        """An error path calls this too, so it must not raise: a failure to audit is
+        logged (and the answer still goes out)."""
         try:
-            with self.store.transaction() as s:
-                s.add(
-                    AuditEntry(
-                        at=self.clock.now(),
-                        actor=clean(actor.handle)[:100],
-                        source=source,
-                        action=clean(action)[:100],
-                        outcome=outcome,
-                        detail=clean(detail)[:2000],
-                    )
-                )
+            await self.store.run(self._insert, draft, outcome, detail)
         except Exception:
-            log.exception("audit failed", extra={"source": source, "outcome": outcome})
+            log.exception("audit failed", extra={"source": draft.source, "outcome": outcome})
             return
-        log.info(
-            "audit",
-            extra={
-                "actor": actor.handle,
-                "source": source,
-                "action": action[:100],
-                "outcome": outcome,
-            },
-        )
+        draft.logged(outcome)
+
+    def _insert(self, draft: Draft, outcome: str, detail: str) -> None:
+        with self.store.transaction() as s:
+            s.add(draft.row(self.clock.now(), outcome, detail))
 
     def audit_entries(self, limit: int = 50) -> list[AuditEntry]:
         with self.store.read() as s:

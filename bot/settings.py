@@ -2,177 +2,68 @@
 
 Validated once at start; a file that does not validate is reported with every
 error and its key path (see :func:`load_config`), never with a traceback.
+
+This module is the one to import from (``from bot.settings import Config, Env``).
+It holds the file's model (:class:`Config`) and :func:`load_config`; the pieces it
+is built from live beside it: :mod:`bot.settings_fields` (durations, severity keys,
+:class:`ConfigError`), :mod:`bot.settings_defaults` (the runbook's severity table
+and on-call chain) and :mod:`bot.settings_env` (:class:`Env`).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from bot.domain.durations import format_duration, parse_duration
-from bot.domain.severity import SEVERITIES, Severity
+from bot.domain.severity import Severity
 from bot.integrations.prometheus import RunbookQueries
-
-ROLE_NAMES = ("primary", "secondary", "team_lead", "engineering_manager", "cto")
-PERMISSIONS = ("responder", "operator", "admin")
-
-
-def _to_duration(value: Any) -> Any:
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r} (write a unit: 30s, 15m, 2h, 1d, 1w)")
-    return parse_duration(str(value))
-
-
-Duration = Annotated[
-    timedelta, BeforeValidator(_to_duration), PlainSerializer(format_duration, return_type=str)
-]
-
-
-def _severity_key(value: Any) -> str:
-    text = str(value).strip().upper()
-    if text not in SEVERITIES:
-        raise ValueError(f"unknown severity {value!r} (use P0, P1, P2 or P3)")
-    return text
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class EscalationTrigger(Strict):
-    after: Duration
-    to: str
-
-    @field_validator("to")
-    @classmethod
-    def _target(cls, v: str) -> str:
-        return v.strip().lstrip("@")
-
-
-class SeverityPolicy(Strict):
-    name: str = ""
-    definition: str = ""
-    examples: tuple[str, ...] = ()
-    response: str = ""
-    # None: never page (the incident room and #incidents only).
-    page_after: Duration | None = timedelta(0)
-    respond_within: Duration = timedelta(minutes=15)
-    update_every: Duration = timedelta(minutes=30)
-    escalate: tuple[EscalationTrigger, ...] = ()
-
-
-def _m(minutes: float) -> timedelta:
-    return timedelta(minutes=minutes)
-
-
-# The runbook's severity table, "Severity Levels" and "Escalation Triggers".
-DEFAULT_SEVERITIES: dict[Severity, SeverityPolicy] = {
-    "P0": SeverityPolicy(
-        name="Critical",
-        definition="Complete platform outage affecting all users",
-        examples=(
-            "All Spark jobs failing",
-            "Complete data loss",
-            "Security breach",
-            "Cluster completely unavailable",
-        ),
-        response="Page immediately, 15 min initial response",
-        page_after=_m(0),
-        respond_within=_m(15),
-        update_every=_m(30),
-        escalate=(
-            EscalationTrigger(after=_m(30), to="engineering_manager"),
-            EscalationTrigger(after=_m(60), to="cto"),
-        ),
-    ),
-    "P1": SeverityPolicy(
-        name="High",
-        definition="Significant degradation affecting multiple users",
-        examples=(
-            "Multiple job failures (>50% failure rate)",
-            "Severe performance degradation (>5x slower)",
-            "Single data source unavailable",
-            "Partial cluster failure",
-        ),
-        response="Page within 15 min, 1 hour initial response",
-        page_after=_m(15),
-        respond_within=_m(60),
-        update_every=_m(30),
-        escalate=(
-            EscalationTrigger(after=_m(120), to="engineering_manager"),
-            EscalationTrigger(after=_m(240), to="cto"),
-        ),
-    ),
-    "P2": SeverityPolicy(
-        name="Medium",
-        definition="Limited impact affecting specific users or features",
-        examples=(
-            "Single team jobs failing",
-            "Moderate performance degradation (2-5x slower)",
-            "Non-critical feature broken",
-        ),
-        response="Respond within 1 hour, 4 hour initial response",
-        page_after=_m(60),
-        respond_within=_m(240),
-        update_every=_m(120),
-        escalate=(EscalationTrigger(after=timedelta(days=1), to="team_lead"),),
-    ),
-    "P3": SeverityPolicy(
-        name="Low",
-        definition="Minor issues with workaround available",
-        examples=("Documentation errors", "UI issues", "Feature requests"),
-        response="Next business day",
-        page_after=None,
-        respond_within=timedelta(days=1),
-        update_every=timedelta(days=1),
-        escalate=(EscalationTrigger(after=timedelta(weeks=1), to="team_lead"),),
-    ),
-}
-
-
-class ChainStep(Strict):
-    role: str
-    respond_within: dict[Severity, Duration] = Field(default_factory=dict)
-
-    @field_validator("respond_within", mode="before")
-    @classmethod
-    def _keys(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            return {_severity_key(k): d for k, d in v.items()}
-        return v
-
-    @field_validator("role")
-    @classmethod
-    def _role(cls, v: str) -> str:
-        return v.strip().lstrip("@")
-
-
-# The runbook's "On-Call Structure": primary → secondary → team lead → EM → CTO.
-DEFAULT_CHAIN: tuple[ChainStep, ...] = (
-    ChainStep(role="primary", respond_within={"P0": _m(15), "P1": _m(60)}),
-    ChainStep(role="secondary", respond_within={"P0": _m(30), "P1": _m(60)}),
-    ChainStep(role="team_lead", respond_within={"P0": _m(60), "P1": _m(60)}),
-    ChainStep(role="engineering_manager"),
-    ChainStep(role="cto"),
+from bot.settings_defaults import (
+    DEFAULT_CHAIN,
+    DEFAULT_SEVERITIES,
+    ChainStep,
+    EscalationTrigger,
+    SeverityPolicy,
 )
+from bot.settings_env import Env
+from bot.settings_fields import (
+    PERMISSIONS,
+    ROLE_NAMES,
+    ConfigError,
+    Duration,
+    Strict,
+    severity_key,
+)
+
+__all__ = [
+    "DEFAULT_CHAIN",
+    "DEFAULT_SEVERITIES",
+    "PERMISSIONS",
+    "ROLE_NAMES",
+    "Alertmanager",
+    "ChainStep",
+    "Channel",
+    "Channels",
+    "Cluster",
+    "Config",
+    "ConfigError",
+    "Connect",
+    "Duration",
+    "Env",
+    "EscalationTrigger",
+    "Executors",
+    "OnCall",
+    "Person",
+    "Rotation",
+    "SeverityPolicy",
+    "Strict",
+    "load_config",
+]
 
 
 class Rotation(Strict):
@@ -283,19 +174,19 @@ class Alertmanager(Strict):
     @classmethod
     def _map(cls, v: Any) -> Any:
         if isinstance(v, dict):
-            return {str(k).strip().lower(): _severity_key(s) for k, s in v.items()}
+            return {str(k).strip().lower(): severity_key(s) for k, s in v.items()}
         return v
 
     @field_validator("default_severity", mode="before")
     @classmethod
     def _default(cls, v: Any) -> Any:
-        return _severity_key(v)
+        return severity_key(v)
 
     @field_validator("auto_resolve", mode="before")
     @classmethod
     def _auto(cls, v: Any) -> Any:
         if isinstance(v, list | tuple):
-            return tuple(_severity_key(s) for s in v)
+            return tuple(severity_key(s) for s in v)
         return v
 
 
@@ -336,7 +227,7 @@ class Config(Strict):
             return v
         merged: dict[str, Any] = {k: p.model_dump() for k, p in DEFAULT_SEVERITIES.items()}
         for key, value in v.items():
-            name = _severity_key(key)
+            name = severity_key(key)
             if isinstance(value, dict):
                 merged[name] = {**merged[name], **value}
             else:
@@ -376,15 +267,6 @@ class Config(Strict):
         return self.severities[severity]  # type: ignore[index]
 
 
-class ConfigError(Exception):
-    """The configuration file cannot be used; ``errors`` lists each problem with its key path."""
-
-    def __init__(self, source: str, errors: list[str]) -> None:
-        super().__init__(f"{source}: {len(errors)} error(s)")
-        self.source = source
-        self.errors = errors
-
-
 def _path(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc if p not in ("function-after", "function-before"))
 
@@ -420,73 +302,3 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
                 msg = "unknown key"
             errors.append(f"{where}: {msg}")
         raise ConfigError(source, errors) from None
-
-
-@dataclass(frozen=True)
-class Env:
-    """What comes from the environment: places and secrets. Secrets never enter logs."""
-
-    config_path: str | None
-    database_url: str
-    http_host: str
-    http_port: int
-    slack_bot_token: str | None
-    slack_signing_secret: str | None
-    slack_app_token: str | None
-    slack_api_url: str | None
-    telegram_token: str | None
-    telegram_api_url: str | None
-    telegram_webhook_url: str | None
-    telegram_webhook_secret: str | None
-    alertmanager_token: str | None
-    prometheus_url: str | None
-    # The Kubernetes API: KUBECONFIG, else the in-cluster service account when in a pod.
-    kubeconfig: str | None = None
-    in_cluster: bool = False
-
-    @classmethod
-    def from_environ(cls, environ: dict[str, str] | None = None) -> Env:
-        e = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            value = e.get(name, "").strip()
-            return value or None
-
-        port = get("PIRA_HTTP_PORT") or "8080"
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError("PIRA_HTTP_PORT", [f"PIRA_HTTP_PORT: not a port number: {port!r}"])
-        return cls(
-            config_path=get("PIRA_CONFIG"),
-            database_url=get("PIRA_DATABASE_URL") or "sqlite:///pira.db",
-            http_host=get("PIRA_HTTP_HOST") or "127.0.0.1",
-            http_port=int(port),
-            slack_bot_token=get("PIRA_SLACK_BOT_TOKEN"),
-            slack_signing_secret=get("PIRA_SLACK_SIGNING_SECRET"),
-            slack_app_token=get("PIRA_SLACK_APP_TOKEN"),
-            slack_api_url=get("PIRA_SLACK_API_URL"),
-            telegram_token=get("PIRA_TELEGRAM_TOKEN"),
-            telegram_api_url=get("PIRA_TELEGRAM_API_URL"),
-            telegram_webhook_url=get("PIRA_TELEGRAM_WEBHOOK_URL"),
-            telegram_webhook_secret=get("PIRA_TELEGRAM_WEBHOOK_SECRET"),
-            alertmanager_token=get("PIRA_ALERTMANAGER_TOKEN"),
-            prometheus_url=get("PIRA_PROMETHEUS_URL"),
-            kubeconfig=get("KUBECONFIG"),
-            in_cluster=bool(get("KUBERNETES_SERVICE_HOST")),
-        )
-
-    @property
-    def has_chat_credentials(self) -> bool:
-        return bool(self.slack_bot_token or self.telegram_token)
-
-    def __repr__(self) -> str:  # never print a secret by accident
-        url = _redact_url(self.database_url)
-        return f"Env(database_url={url!r}, http={self.http_host}:{self.http_port})"
-
-
-def _redact_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable url>"

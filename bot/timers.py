@@ -8,10 +8,11 @@ causes it. So a declaration and its timers commit together (nothing half-done),
 a thousand declarations in one transaction cost one commit, not one per job, and
 a timer is marked fired in the same commit as the posts it makes: run twice
 (a crash after the commit but before APScheduler noted the run), it finds itself
-fired and does nothing. APScheduler (``AsyncIOScheduler`` with a SQLAlchemy job
-store in the same database) holds one durable job, ``bot.timers:tick``, which
-fires every due row; ``misfire_grace_time=None`` and ``coalesce`` mean a tick
-missed while the bot was down runs once when it is back, never skipped. A timer
+fired and does nothing. APScheduler (``BackgroundScheduler`` with a SQLAlchemy job
+store in the same database: its own thread does the job store's database work, never
+the event loop) holds one durable job, ``bot.timers:tick``, which fires every due
+row; ``misfire_grace_time=None`` and ``coalesce`` mean a tick missed while the bot
+was down runs once when it is back, never skipped. A timer
 that came due while the bot was down fires then, marked "late by …".
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -79,11 +81,11 @@ class Running:
         return cls._by_key.get(key)
 
 
-async def tick(key: str = "") -> None:
-    """The APScheduler job: fire every timer that is due."""
+def tick(key: str = "") -> None:
+    """The APScheduler job (on the scheduler's threads): fire every timer that is due."""
     timers = Running.get(key)
     if timers is not None:
-        await timers.fire_due()
+        timers.fire_here()
 
 
 class Timers:
@@ -109,19 +111,31 @@ class Timers:
         self._notify = notify
         self.plan = TimerPlan(config=config, clock=clock)
         self.calendar = CalendarPosts(config=config, oncall=oncall, poster=poster)
-        self.scheduler: AsyncIOScheduler | None = None
+        self.scheduler: BackgroundScheduler | None = None
         self._running_key: str | None = None
-        self._lock = asyncio.Lock()
+        self._lock = threading.Lock()  # one firing pass at a time, whichever thread
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- firing --------------------------------------------------------------
 
     async def fire_due(self, limit: int = 500) -> int:
         """Fire every due timer once. Safe to call concurrently and repeatedly."""
-        async with self._lock:
-            fired = await asyncio.to_thread(self._fire_due, limit)
+        fired = await self.store.run(self._fire_locked, limit)
         if fired:
             self._notify()
         return fired
+
+    def fire_here(self, limit: int = 500) -> int:
+        """:meth:`fire_due` from a thread of the scheduler (not the event loop's)."""
+        fired = self._fire_locked(limit)
+        if fired and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._notify)
+        return fired
+
+    def _fire_locked(self, limit: int) -> int:
+        with self._lock:
+            return self._fire_due(limit)
 
     def _fire_due(self, limit: int) -> int:
         now = self.clock.now()
@@ -239,9 +253,14 @@ class Timers:
             self.calendar.ensure(s, self.clock.now())
 
     async def start(self, tick_seconds: float = 1.0) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self.store.run(self._start_scheduler, tick_seconds)
+        await self.fire_due()  # what came due while the bot was down, at once
+
+    def _start_scheduler(self, tick_seconds: float) -> None:
         self.plan_calendar()
         self._running_key = Running.add(self)
-        scheduler = AsyncIOScheduler(
+        scheduler = BackgroundScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=self.store.engine)},
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
             timezone="UTC",
@@ -259,12 +278,11 @@ class Timers:
         with contextlib.suppress(JobLookupError):
             scheduler.remove_job("pira-timers-default")
         self.scheduler = scheduler
-        await self.fire_due()  # what came due while the bot was down, at once
 
     async def stop(self) -> None:
         if self.scheduler is not None:
-            self.scheduler.shutdown(wait=False)
-            self.scheduler = None
+            scheduler, self.scheduler = self.scheduler, None
+            await self.store.run(scheduler.shutdown, wait=False)
         if self._running_key is not None:
             Running.remove(self._running_key)
             self._running_key = None

@@ -29,14 +29,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
-
-if TYPE_CHECKING:
-    from bot.app import App
 
 log = logging.getLogger("pira.web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -179,16 +176,16 @@ class _Connection(web.RequestHandler):
 class WebServer:
     def __init__(
         self,
-        app: App,
         registry: CollectorRegistry,
         *,
+        ping: Callable[[], Awaitable[None]],
         header_timeout: float = HEADER_TIMEOUT,
         body_timeout: float = BODY_TIMEOUT,
         keepalive_timeout: float = KEEPALIVE_TIMEOUT,
         linger_timeout: float = LINGER_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
-        self.app = app
+        self.ping = ping  # raises when the database cannot be reached (/readyz)
         self.registry = registry
         self.limits = _Limits(
             registry,
@@ -216,10 +213,7 @@ class WebServer:
         if not self.ready:
             return web.json_response({"status": "starting"}, status=503)
         try:
-            from sqlalchemy import text
-
-            with self.app.store.read() as s:
-                s.execute(text("SELECT 1"))
+            await self.ping()
         except Exception as exc:
             return web.json_response(
                 {"status": "database unavailable", "error": type(exc).__name__}, status=503

@@ -1,0 +1,20 @@
+"""The command handlers: parse, call a service, choose the reply's template."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.router import Command
+
+
+def all_commands() -> list[Command[Any]]:
+    """Every command the router serves (and the Slack manifest and Telegram menu list)."""
+    from handlers import actions, diagnose, incident, meta, oncall
+
+    return [
+        *incident.commands.items,
+        *oncall.commands.items,
+        *diagnose.commands.items,
+        *actions.commands.items,
+        *meta.commands.items,
+    ]

@@ -38,7 +38,7 @@ def parse_incident(a: Args) -> Declare:
 
 
 async def _show_ticket(ctx: Context, number: int) -> Reply:
-    incident = ctx.services.incidents.get(number)
+    incident = await ctx.run(ctx.services.incidents.get, number)
     return Reply(template="ticket", data=ctx.services.incidents.views.ticket_data(incident))
 
 
@@ -53,8 +53,12 @@ async def incident(ctx: Context, args: Declare) -> Reply:
     if args.show is not None:
         return await _show_ticket(ctx, args.show)
     assert args.severity is not None and args.title is not None
-    created = ctx.services.incidents.declare(
-        severity=args.severity, title=args.title, by=ctx.actor, source=ctx.source
+    created = await ctx.run(
+        ctx.services.incidents.declare,
+        severity=args.severity,
+        title=args.title,
+        by=ctx.actor,
+        source=ctx.source,
     )
     policy = ctx.services.config.policy(created.severity)
     paging = (
@@ -92,8 +96,10 @@ def parse_ref(a: Args) -> Ref:
     role="responder",
 )
 async def ack(ctx: Context, args: Ref) -> Reply:
-    number = ctx.incident(args.number)
-    return _done(ctx.services.incidents.ack(number=number, by=ctx.actor, source=ctx.source))
+    number = await ctx.incident(args.number)
+    return _done(
+        await ctx.run(ctx.services.incidents.ack, number=number, by=ctx.actor, source=ctx.source)
+    )
 
 
 @dataclass(frozen=True)
@@ -117,10 +123,15 @@ def parse_status(a: Args) -> StatusArgs:
     role="responder",
 )
 async def status(ctx: Context, args: StatusArgs) -> Reply:
-    number = ctx.incident(args.number)
+    number = await ctx.incident(args.number)
     return _done(
-        ctx.services.incidents.set_status(
-            number=number, status=args.status, note=args.note, by=ctx.actor, source=ctx.source
+        await ctx.run(
+            ctx.services.incidents.set_status,
+            number=number,
+            status=args.status,
+            note=args.note,
+            by=ctx.actor,
+            source=ctx.source,
         )
     )
 
@@ -144,10 +155,14 @@ def parse_update(a: Args) -> TextArgs:
     role="responder",
 )
 async def update(ctx: Context, args: TextArgs) -> Reply:
-    number = ctx.incident(args.number)
+    number = await ctx.incident(args.number)
     return _done(
-        ctx.services.incidents.post_update(
-            number=number, text=args.text, by=ctx.actor, source=ctx.source
+        await ctx.run(
+            ctx.services.incidents.post_update,
+            number=number,
+            text=args.text,
+            by=ctx.actor,
+            source=ctx.source,
         )
     )
 
@@ -173,10 +188,14 @@ def parse_severity_args(a: Args) -> SeverityArgs:
     role="responder",
 )
 async def severity(ctx: Context, args: SeverityArgs) -> Reply:
-    number = ctx.incident(args.number)
+    number = await ctx.incident(args.number)
     return _done(
-        ctx.services.incidents.set_severity(
-            number=number, severity=args.severity, by=ctx.actor, source=ctx.source
+        await ctx.run(
+            ctx.services.incidents.set_severity,
+            number=number,
+            severity=args.severity,
+            by=ctx.actor,
+            source=ctx.source,
         )
     )
 
@@ -202,7 +221,7 @@ def parse_commander(a: Args) -> PersonArgs:
     role="responder",
 )
 async def commander(ctx: Context, args: PersonArgs) -> Reply:
-    number = ctx.incident(args.number)
+    number = await ctx.incident(args.number)
     person = ctx.services.directory.find(args.person)
     if person is None:
         known = (
@@ -210,8 +229,12 @@ async def commander(ctx: Context, args: PersonArgs) -> Reply:
         )
         raise InvalidInput(f"@{args.person} is not a configured person (known: {known})")
     return _done(
-        ctx.services.incidents.set_commander(
-            number=number, person=person, by=ctx.actor, source=ctx.source
+        await ctx.run(
+            ctx.services.incidents.set_commander,
+            number=number,
+            person=person,
+            by=ctx.actor,
+            source=ctx.source,
         )
     )
 
@@ -229,10 +252,14 @@ def parse_impact(a: Args) -> TextArgs:
     role="responder",
 )
 async def impact(ctx: Context, args: TextArgs) -> Reply:
-    number = ctx.incident(args.number)
+    number = await ctx.incident(args.number)
     return _done(
-        ctx.services.incidents.set_impact(
-            number=number, text=args.text, by=ctx.actor, source=ctx.source
+        await ctx.run(
+            ctx.services.incidents.set_impact,
+            number=number,
+            text=args.text,
+            by=ctx.actor,
+            source=ctx.source,
         )
     )
 
@@ -263,9 +290,10 @@ def parse_resolve(a: Args) -> ResolveArgs:
     role="responder",
 )
 async def resolve(ctx: Context, args: ResolveArgs) -> Reply:
-    number = ctx.incident(args.number)
+    number = await ctx.incident(args.number)
     return _done(
-        ctx.services.incidents.resolve(
+        await ctx.run(
+            ctx.services.incidents.resolve,
             number=number,
             root_cause=args.root_cause,
             resolution=args.resolution,
@@ -285,8 +313,8 @@ async def resolve(ctx: Context, args: ResolveArgs) -> Reply:
     parse=parse_ref,
 )
 async def timeline(ctx: Context, args: Ref) -> Reply:
-    number = ctx.incident(args.number, reading=True)
-    incident = ctx.services.incidents.get(number)
+    number = await ctx.incident(args.number, reading=True)
+    incident = await ctx.run(ctx.services.incidents.get, number)
     now = ctx.services.clock.now()
     return Reply(
         template="timeline",
@@ -322,7 +350,7 @@ def parse_which(a: Args) -> Which:
     parse=parse_which,
 )
 async def incidents(ctx: Context, args: Which) -> Reply:
-    rows = ctx.services.incidents.list_incidents(open_only=args.which == "open")
+    rows = await ctx.run(ctx.services.incidents.list_incidents, open_only=args.which == "open")
     now = ctx.services.clock.now()
     return Reply(
         template="incidents",

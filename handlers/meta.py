@@ -105,7 +105,7 @@ def parse_escalation(a: Args) -> EscalationArgs:
 )
 async def escalation(ctx: Context, args: EscalationArgs) -> Reply:
     if args.verify:
-        return verification_reply(ctx.services.oncall.verify())
+        return verification_reply(await ctx.run(ctx.services.oncall.verify))
     return Reply(template="escalation", data=tables(ctx.services.config))
 
 

@@ -58,12 +58,14 @@ def _oncall_reply(now: OnCallNow) -> Reply:
 async def oncall(ctx: Context, args: OnCallArgs) -> Reply:
     service = ctx.services.oncall
     if args.person is None:
-        return _oncall_reply(service.now())
+        return _oncall_reply(await ctx.run(service.now))
     person = ctx.services.directory.find(args.person)
     if person is None:
         raise InvalidInput(f"@{args.person} is not a configured person")
     assert args.duration is not None
-    return _oncall_reply(service.override(person=person, duration=args.duration, by=ctx.actor))
+    return _oncall_reply(
+        await ctx.run(service.override, person=person, duration=args.duration, by=ctx.actor)
+    )
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ def parse_page(a: Args) -> PageArgs:
 )
 async def page(ctx: Context, args: PageArgs) -> Reply:
     app = ctx.services
-    number = ctx.incident(args.number)
+    number = await ctx.incident(args.number)
     target = args.target
     if target not in ROLE_NAMES:
         found = app.directory.find(target)
@@ -102,7 +104,8 @@ async def page(ctx: Context, args: PageArgs) -> Reply:
             raise InvalidInput(f"@{target} is not a configured person")
         target = found
     reason = f"Paged by {ctx.actor.handle}" + (f": {args.message}" if args.message else ".")
-    person = app.incidents.page(
+    person = await ctx.run(
+        app.incidents.page,
         number=number,
         target=target,
         reason=reason,
@@ -125,6 +128,6 @@ def parse_nothing(a: Args) -> None:
     parse=parse_nothing,
 )
 async def handoff(ctx: Context, args: None) -> Reply:
-    data = ctx.services.oncall.handoff_data(ctx.services.clock.now())
+    data = await ctx.run(ctx.services.oncall.handoff_data, ctx.services.clock.now())
     data["late"] = None
     return Reply(template="handoff", data=data)

@@ -22,6 +22,9 @@ from bot.settings import Config, Env
 from tests.support import travel
 
 PG_URL = os.environ.get("PIRA_TEST_DATABASE_URL", "").strip()
+# A database call on the event loop's thread raises in every test (and in the bot
+# processes the tests start): bot/store/db.py, Store.run.
+os.environ.setdefault("PIRA_STRICT_EVENT_LOOP", "1")
 _TRAVEL = pytest.StashKey[datetime]()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -26,19 +27,16 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy import select
 
 from bot.adapters import slack_format as fmt
+from bot.adapters.deps import ChatDeps
 from bot.adapters.slack_send import SlackSender
 from bot.domain.incident import clean
-from bot.incidents import Incidents
 from bot.messages import Destination, Message, Reply, Room
 from bot.outbox import Outbound
-from bot.store.models import Incident, OutboxMessage
-from bot.store.models import Room as RoomRow
+from bot.rooms import Place
 
 if TYPE_CHECKING:
-    from bot.app import App
     from bot.web import WebServer
 
 log = logging.getLogger("pira.slack")
@@ -92,9 +90,12 @@ def signed(secret: str, headers: Mapping[str, str], body: bytes, now: float) -> 
 class SlackAdapter:
     name = "slack"
 
-    def __init__(self, app: App, *, timeout: float = 10.0) -> None:
-        self.app = app
-        env = app.env
+    def __init__(self, deps: ChatDeps, *, timeout: float = 10.0) -> None:
+        env = self.env = deps.env
+        self.router = deps.router
+        self.directory = deps.directory
+        self.renderer = deps.renderer
+        self.rooms = deps.rooms
         self.token = env.slack_bot_token or ""
         self.base_url = (env.slack_api_url or SLACK_API).rstrip("/") + "/"
         # No built-in retries: a retried post could arrive twice; the outbox retries.
@@ -102,7 +103,7 @@ class SlackAdapter:
             token=self.token, base_url=self.base_url, timeout=int(timeout), retry_handlers=[]
         )
         self.client.timeout = timeout  # type: ignore[assignment]  # sub-second in tests
-        self.sender = SlackSender(app, self.client)
+        self.sender = SlackSender(deps, self.client)
         self.bot_user_id: str | None = None
         self.bot_id: str | None = None
         self.team_id: str | None = None
@@ -114,7 +115,7 @@ class SlackAdapter:
 
     async def start(self, web: WebServer) -> None:
         await self._identify()
-        env = self.app.env
+        env = self.env
         secret = env.slack_signing_secret
         socket = bool(env.slack_app_token)
 
@@ -132,7 +133,7 @@ class SlackAdapter:
             await self._on_action(ack, body, respond)
 
         async def on_mention(event: dict[str, Any]) -> None:
-            await self._on_mention(event)
+            self._spawn(self._on_mention(event))  # tracked: stop() lets it finish
 
         async def on_submit(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
             await self._on_submit(ack, body, view)
@@ -148,7 +149,7 @@ class SlackAdapter:
             process_before_response=False,
             logger=logging.getLogger("pira.slack.bolt"),
         )
-        names = sorted({*self.app.router.commands, "confirm", "cancel", "pira"})
+        names = sorted({*self.router.commands, "confirm", "cancel", "pira"})
         for name in names:
             bolt.command(f"/{name}")(on_command)
         bolt.action(re.compile(r"^pira:"))(on_action)
@@ -178,6 +179,11 @@ class SlackAdapter:
         for task in self._tasks:
             task.cancel()
 
+    async def settle(self) -> None:
+        """Wait until the commands being handled are answered (tests; shutdown)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=30)
+
     async def _identify(self) -> None:
         """Who the bot is (auth.test), once, before requests come in; a Slack that does not
         answer now does not stop the bot: the ids are only needed for room recovery."""
@@ -204,7 +210,7 @@ class SlackAdapter:
         )
 
     async def _http(self, request: web.Request) -> web.StreamResponse:
-        secret = self.app.env.slack_signing_secret
+        secret = self.env.slack_signing_secret
         if not secret or self.bolt is None:
             return web.Response(status=401, text="")
         body = await request.read()  # at most the server's client_max_size, else 413
@@ -384,27 +390,26 @@ class SlackAdapter:
                 channel=channel, user=user, thread_ts=thread, **self._reply_body(reply)
             )
 
-    def _room(self, channel: str, thread: str | None) -> Room:
-        with self.app.store.read() as s:
-            query = select(RoomRow.incident_number).where(
-                RoomRow.platform == "slack", RoomRow.chat_id == channel
-            )
-            query = query.where(
-                RoomRow.thread_id == thread if thread else RoomRow.thread_id.is_(None)
-            )
-            incident = s.scalar(query.limit(1))
-        return Room(platform="slack", chat_id=channel, thread_id=thread, incident=incident)
+    @staticmethod
+    def _room(channel: str, thread: str | None) -> Room:
+        """Where a message was written; its incident is looked up when it runs."""
+        return Room(platform="slack", chat_id=channel, thread_id=thread)
 
     async def _run(self, message: Message) -> Reply:
         try:
-            actor = self.app.directory.actor("slack", message.user_id, message.user_name)
-            return await self.app.router.handle(message, actor)
+            room = message.room
+            incident = await self.rooms.incident_at("slack", Place(room.chat_id, room.thread_id))
+            message = dataclasses.replace(
+                message, room=dataclasses.replace(room, incident=incident)
+            )
+            actor = self.directory.actor("slack", message.user_id, message.user_name)
+            return await self.router.handle(message, actor)
         except Exception:
             log.exception("slack command failed", extra={"command": message.text[:40]})
             return Reply.error("PIRA could not handle that; nothing was done. See the bot's log.")
 
     def _reply_body(self, reply: Reply) -> dict[str, Any]:
-        text = self.app.renderer.render("slack", reply.template, reply.data)
+        text = self.renderer.render("slack", reply.template, reply.data)
         return {"text": fmt.truncate(text), "blocks": fmt.blocks(text, reply.buttons)}
 
     async def _answer(
@@ -432,7 +437,7 @@ class SlackAdapter:
         """Take the buttons off a clicked page and say who clicked. The announcement and
         the ticket are left alone: the incident service edits them (outbox edits)."""
         clicked = message.clicked or {}
-        if not clicked.get("ts") or self._is_announcement(message.text, clicked):
+        if not clicked.get("ts") or await self._is_announcement(message.text, clicked):
             return
         kept = [b for b in original.get("blocks") or [] if b.get("type") != "actions"]
         who = f"<@{message.user_id}>" if message.user_id else "someone"
@@ -440,7 +445,7 @@ class SlackAdapter:
         kept.append(
             {"type": "context", "elements": [{"type": "mrkdwn", "text": f"✓ {done} — {who}"}]}
         )
-        still = self._still_offered(message.text, original)
+        still = await self._still_offered(message.text, original)
         if still:  # a ticket acknowledged keeps Post update and Resolve
             kept.append({"type": "actions", "block_id": "pira-actions", "elements": still})
         try:
@@ -453,14 +458,13 @@ class SlackAdapter:
         except Exception as exc:
             log.warning("slack: clicked message not updated", extra={"error": str(exc)[:120]})
 
-    def _still_offered(self, command: str, original: dict[str, Any]) -> list[dict[str, Any]]:
+    async def _still_offered(self, command: str, original: dict[str, Any]) -> list[dict[str, Any]]:
         """The clicked message's buttons that the incident still offers in its new state."""
         m = re.search(r"#(\d+)", command)
         if m is None:
             return []
-        with self.app.store.read() as s:
-            incident = s.scalar(select(Incident).where(Incident.number == int(m.group(1))))
-            offered = {b.command for b in Incidents.buttons(incident)} if incident else set()
+        facts = await self.rooms.facts(int(m.group(1)))
+        offered = facts.offered if facts is not None else frozenset()
         out = []
         for block in original.get("blocks") or []:
             for element in block.get("elements") or [] if block.get("type") == "actions" else []:
@@ -470,18 +474,18 @@ class SlackAdapter:
                     out.append(element)
         return out
 
-    def _is_announcement(self, command: str, clicked: dict[str, Any]) -> bool:
+    async def _is_announcement(self, command: str, clicked: dict[str, Any]) -> bool:
         """The clicked message is incident N's announcement or ticket: the incident
         service edits those itself (outbox edits), so the adapter leaves them alone."""
         m = re.search(r"#(\d+)", command)
         if m is None:
             return False
-        keys = [f"inc{m.group(1)}:{post}@slack" for post in ("announce", "ticket")]
-        with self.app.store.read() as s:
-            refs = s.scalars(
-                select(OutboxMessage.remote_ref).where(OutboxMessage.key.in_(keys))
-            ).all()
-        return any(isinstance(r, dict) and r.get("ts") == clicked.get("ts") for r in refs)
+        for post in ("announce", "ticket"):
+            posted = await self.rooms.posted("slack", int(m.group(1)), post)
+            ref = posted.ref if posted is not None else None
+            if isinstance(ref, dict) and ref.get("ts") == clicked.get("ts"):
+                return True
+        return False
 
     # ---- outbound (slack_send) ---------------------------------------------
 
@@ -489,7 +493,7 @@ class SlackAdapter:
         if destination.kind in ("incidents", "incident"):
             return bool(self.sender.incidents_channel)
         if destination.kind == "dm":
-            return self.app.directory.platform_id(destination.arg, "slack") is not None
+            return self.directory.platform_id(destination.arg, "slack") is not None
         return False
 
     async def deliver(self, message: Outbound) -> dict[str, Any] | None:

@@ -42,7 +42,7 @@ def events_url(base: str) -> str:
 
 
 def _commands() -> list[tuple[str, str, str]]:
-    from bot.app import all_commands
+    from handlers import all_commands
 
     found = [(c.name, c.summary, c.usage) for c in all_commands()]
     found += [

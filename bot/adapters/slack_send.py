@@ -17,16 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from bot.adapters import slack_format as fmt
 from bot.outbox import DeliveryError, Outbound
-from bot.store.models import Incident, OutboxMessage
-from bot.store.models import Room as RoomRow
+from bot.rooms import Place
 
 if TYPE_CHECKING:
-    from bot.app import App
+    from bot.adapters.deps import ChatDeps
 
 log = logging.getLogger("pira.slack")
 
@@ -81,11 +78,13 @@ def _header(exc: SlackApiError, name: str) -> str | None:
 class SlackSender:
     """Posts, edits and incident rooms on Slack for one bot token."""
 
-    def __init__(self, app: App, client: AsyncWebClient) -> None:
-        self.app = app
+    def __init__(self, deps: ChatDeps, client: AsyncWebClient) -> None:
+        self.config = deps.config
+        self.directory = deps.directory
+        self.rooms = deps.rooms
         self.client = client
         self.interval = PER_CHANNEL_INTERVAL
-        self.incidents_channel = app.config.channels.incidents.slack
+        self.incidents_channel = deps.config.channels.incidents.slack
         self.bot_user_id: str | None = None  # from auth.test, for recognising our channels
         self._pacers: dict[str, _Pacer] = {}
         self._uncertain: dict[str, float] = {}  # outbox key → when its fate became unknown
@@ -240,7 +239,7 @@ class SlackSender:
     async def _target(self, message: Outbound) -> tuple[str, str | None]:
         dest = message.destination
         if dest.kind == "dm":
-            user = self.app.directory.platform_id(dest.arg, "slack")
+            user = self.directory.platform_id(dest.arg, "slack")
             if user is None:
                 raise DeliveryError(f"no slack id for {dest.arg}", permanent=True)
             return user, None
@@ -249,14 +248,9 @@ class SlackSender:
         if dest.kind != "incident":
             return self.incidents_channel, None
         number = int(dest.arg)
-        with self.app.store.read() as s:
-            row = s.scalar(
-                select(RoomRow).where(
-                    RoomRow.platform == "slack", RoomRow.incident_number == number
-                )
-            )
-            if row is not None:
-                return row.chat_id, row.thread_id
+        room = await self.rooms.of("slack", number)
+        if room is not None:
+            return room.chat_id, room.thread_id
         return await self._open_room(number)
 
     async def _open_room(self, number: int) -> tuple[str, str | None]:
@@ -269,7 +263,7 @@ class SlackSender:
             created = await self.client.conversations_create(name=name)
             cid = str(created["channel"]["id"])
             await self._invite(cid, number)
-            return self.save_room(number, cid, None)
+            return await self.save_room(number, cid, None)
         except SlackApiError as exc:
             error, status = _error(exc), exc.response.status_code
             if status == 429 or status >= 500:
@@ -277,32 +271,28 @@ class SlackSender:
             if error == "name_taken":
                 found = await self._reclaim(name, number)
                 if found is not None:
-                    return self.save_room(number, found, None)
+                    return await self.save_room(number, found, None)
             else:
                 log.info("slack: incident thread instead of channel", extra={"error": error})
         except _UseThread:
             pass
         except Exception as exc:  # a timeout: the channel may exist; name_taken next time
             raise self._failure(exc, "conversations.create", None) from exc
-        with self.app.store.read() as s:
-            announce = s.scalar(
-                select(OutboxMessage).where(OutboxMessage.key == f"inc{number}:announce@slack")
-            )
-            status = announce.status if announce is not None else None
-            ref = announce.remote_ref if announce is not None else None
+        announce = await self.rooms.posted("slack", number, "announce")
+        status = announce.status if announce is not None else None
+        ref = announce.ref if announce is not None else None
         self._threaded.add(number)  # asked once; a retry only waits for the announcement
         if status == "pending":
             raise DeliveryError("waiting for the announcement to thread under", retry_after=1)
         if status != "sent" or not isinstance(ref, dict) or not ref.get("ts"):
             return self.incidents_channel or "", None  # no announcement: post in the channel
-        return self.save_room(number, str(ref["channel"]), str(ref["ts"]))
+        return await self.save_room(number, str(ref["channel"]), str(ref["ts"]))
 
     async def _reclaim(self, name: str, number: int) -> str | None:
         """``incident-N`` exists: PIRA's own from before a crash (created by the bot, after
         the incident started) is used; anyone else's is not."""
-        with self.app.store.read() as s:
-            incident = s.scalar(select(Incident).where(Incident.number == number))
-            started = incident.detected_at if incident is not None else None
+        facts = await self.rooms.facts(number)
+        started = facts.detected_at if facts is not None else None
         cursor = None
         try:
             for _ in range(50):
@@ -332,10 +322,9 @@ class SlackSender:
 
     async def _invite(self, cid: str, number: int) -> None:
         """Responders (and the incident's commander) into the new channel; best effort."""
-        config = self.app.config
-        with self.app.store.read() as s:
-            incident = s.scalar(select(Incident).where(Incident.number == number))
-            involved = {incident.commander, incident.reporter} if incident is not None else set()
+        config = self.config
+        facts = await self.rooms.facts(number)
+        involved = facts.involved if facts is not None else frozenset()
         users = []
         for key, person in config.people.items():
             roles = {*person.roles, *([config.default_role] if config.default_role else [])}
@@ -351,25 +340,9 @@ class SlackSender:
                 with contextlib.suppress(SlackApiError):
                     await self.client.conversations_invite(channel=cid, users=[user])
 
-    def save_room(self, number: int, chat_id: str, thread: str | None) -> tuple[str, str | None]:
-        try:
-            with self.app.store.transaction() as s:
-                s.add(
-                    RoomRow(
-                        platform="slack",
-                        incident_number=number,
-                        chat_id=chat_id,
-                        thread_id=thread,
-                        created_at=self.app.clock.now(),
-                    )
-                )
-        except IntegrityError:
-            with self.app.store.read() as s:
-                row = s.scalar(
-                    select(RoomRow).where(
-                        RoomRow.platform == "slack", RoomRow.incident_number == number
-                    )
-                )
-                if row is not None:
-                    return row.chat_id, row.thread_id
-        return chat_id, thread
+    async def save_room(
+        self, number: int, chat_id: str, thread: str | None
+    ) -> tuple[str, str | None]:
+        """Record incident N's room (the one recorded first, by any replica, wins)."""
+        room = await self.rooms.save("slack", number, Place(chat_id, thread))
+        return room.chat_id, room.thread_id

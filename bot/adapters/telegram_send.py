@@ -1,5 +1,6 @@
-"""Sending to the Telegram Bot API: rate limits, long-message splitting, error mapping,
-and the "answered after the client gave up" problem.
+"""Sending to the Telegram Bot API: one send at a time per chat, rate limited
+(``telegram_limits``), split (``telegram_format``), errors mapped to the outbox's
+retry policy (``telegram_errors``), and the "answered after the client gave up" problem.
 
 Exactly once, honestly. The Bot API has no idempotency key and no way for a bot to
 read a chat's history, so after a ``sendMessage`` whose answer never arrived (read
@@ -28,210 +29,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import time
-import warnings
-from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-import httpx
 from telegram import Bot, ForceReply, InlineKeyboardMarkup, LinkPreviewOptions, ReplyParameters
 from telegram.constants import ParseMode
-from telegram.error import (
-    BadRequest,
-    ChatMigrated,
-    Forbidden,
-    InvalidToken,
-    NetworkError,
-    RetryAfter,
-    TelegramError,
-    TimedOut,
-)
+from telegram.error import BadRequest, NetworkError, TelegramError
 
-from bot.logs import scrub
-from bot.outbox import DeliveryError
+from bot.adapters.telegram_errors import as_delivery_error, is_not_modified, not_sent
+from bot.adapters.telegram_format import keyboard_rows, split_text
+from bot.adapters.telegram_limits import Limits, RateLimiter
+
+# Importable from here as before (bot/adapters/telegram.py and tests use them).
+__all__ = [
+    "ChatSender",
+    "Limits",
+    "RateLimiter",
+    "Sent",
+    "as_delivery_error",
+    "keyboard_rows",
+    "split_text",
+]
 
 log = logging.getLogger("pira.telegram")
 
-LIMIT = 4096
 PROBE_WINDOW = 30  # ids above the known frontier that may hold the lost message
 PROBE_MISSES = 3  # consecutive "not found" ids: past the end of the chat
-
-
-# ---- rate limiting -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Telegram's documented limits: ~1 message/s per chat, 20/min per group, 30/s in all."""
-
-    per_chat: tuple[int, float] = (1, 1.0)
-    per_group: tuple[int, float] = (20, 60.0)
-    overall: tuple[int, float] = (30, 1.0)
-    # Added to every window: requests reach Telegram a little later or closer together
-    # than they left here, and a 429 costs far more than this.
-    margin: float = 0.05
-
-
-class RateLimiter:
-    """Sliding windows per chat, per group and overall, checked before every send."""
-
-    def __init__(self, limits: Limits | None = None) -> None:
-        self.limits = limits or Limits()
-        self._events: dict[tuple[str, Any], deque[float]] = {}
-
-    def _windows(self, chat_id: int) -> list[tuple[tuple[str, Any], int, float]]:
-        windows = [
-            (("all", None), *self.limits.overall),
-            (("chat", chat_id), *self.limits.per_chat),
-        ]
-        if chat_id < 0:  # groups, supergroups and channels have negative ids
-            windows.append((("group", chat_id), *self.limits.per_group))
-        return windows
-
-    def wait(self, chat_id: int, now: float) -> float:
-        """Seconds until one more message to ``chat_id`` fits; 0 reserves the slot."""
-        longest = 0.0
-        windows = self._windows(chat_id)
-        for key, limit, span in windows:
-            q = self._events.setdefault(key, deque())
-            while q and q[0] <= now - span:
-                q.popleft()
-            if len(q) >= limit:
-                longest = max(longest, q[len(q) - limit] + span - now)
-        if longest <= 0:
-            for key, _limit, _span in windows:
-                self._events[key].append(now)
-        return longest
-
-    async def acquire(self, chat_id: int, max_wait: float) -> float:
-        """Wait for a slot; a longer wait than ``max_wait`` postpones the post instead
-        (the outbox keeps the room's order and retries after ``retry_after``).
-        Returns the slot's time, for :meth:`done`."""
-        while True:
-            now = time.monotonic()
-            wait = self.wait(chat_id, now)
-            if wait <= 0:
-                return now
-            if wait > max_wait:
-                raise DeliveryError("rate limit (client side)", retry_after=wait)
-            await asyncio.sleep(wait)
-
-    def done(self, chat_id: int, slot: float) -> None:
-        """Move a slot to when the request finished. Telegram saw it somewhere between
-        start and finish; counting from the finish keeps two messages of one chat a
-        full window apart however long the first one took to get there."""
-        now = time.monotonic()
-        for key, _limit, _span in self._windows(chat_id):
-            q = self._events.get(key)
-            if not q:
-                continue
-            for i in range(len(q) - 1, -1, -1):
-                if q[i] == slot:
-                    q[i] = now
-                    break
-            if any(q[i] > q[i + 1] for i in range(len(q) - 1)):
-                self._events[key] = deque(sorted(q))
-
-
-# ---- splitting -------------------------------------------------------------------------
-
-_OPEN_TAG = re.compile(r"<[^>]*$|&[#\w]*$")
-
-
-def split_text(text: str, limit: int = LIMIT) -> list[str]:
-    """Cut a message into parts of at most ``limit`` characters at line boundaries,
-    order kept. A single longer line is cut at a space, never inside an HTML tag or
-    entity (tags of our templates never span lines, so whole lines are always valid)."""
-    if len(text) <= limit:
-        return [text]
-    parts: list[str] = []
-    current = ""
-    for line in text.split("\n"):
-        while len(line) > limit:
-            cut = line.rfind(" ", 0, limit)
-            if cut <= 0:
-                cut = limit
-            head = line[:cut]
-            dangling = _OPEN_TAG.search(head)
-            if dangling is not None and dangling.start() > 0:
-                cut = dangling.start()
-                head = line[:cut]
-            if current:
-                parts.append(current)
-                current = ""
-            parts.append(head)
-            line = line[cut:].lstrip(" ")
-        candidate = f"{current}\n{line}" if current else line
-        if len(candidate) > limit:
-            parts.append(current)
-            current = line
-        else:
-            current = candidate
-    if current.strip():
-        parts.append(current)
-    return [p for p in parts if p.strip()]
-
-
-# ---- errors ----------------------------------------------------------------------------
-
-
-def retry_after_seconds(exc: RetryAfter) -> float:
-    value = getattr(exc, "_retry_after", None)  # PTB 22 stores a timedelta here
-    if value is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            value = exc.retry_after
-    if isinstance(value, timedelta):
-        return max(1.0, value.total_seconds())
-    return max(1.0, float(value))
-
-
-def not_sent(exc: TelegramError) -> bool:
-    """The request certainly never reached Telegram (safe to send again)."""
-    cause = exc.__cause__
-    if isinstance(exc, TimedOut):
-        return isinstance(cause, httpx.ConnectTimeout | httpx.PoolTimeout) or (
-            "Pool timeout" in str(exc)
-        )
-    if isinstance(exc, BadRequest):
-        return True  # Telegram answered: it did not take the message
-    # A NetworkError without an httpx cause is an HTTP error status Telegram answered
-    # (5xx: not processed); a connect error never sent anything.
-    return cause is None or isinstance(cause, httpx.ConnectError)
-
-
-def as_delivery_error(exc: TelegramError, what: str) -> DeliveryError:
-    """Map a Bot API error to the outbox's retry policy. The reason is scrubbed of
-    secrets: it is stored in the outbox row and logged."""
-    reason = scrub(f"{what}: {type(exc).__name__}: {exc}")[:300]  # stored in the outbox row
-    if isinstance(exc, RetryAfter):
-        return DeliveryError(reason, retry_after=retry_after_seconds(exc))
-    if isinstance(exc, ChatMigrated):
-        return DeliveryError(
-            f"{reason} (the group became a supergroup {exc.new_chat_id}: "
-            "update channels.incidents.telegram)",
-            permanent=True,
-        )
-    if isinstance(exc, InvalidToken):
-        # The token is wrong or revoked: nothing will work until an operator fixes it;
-        # keep the posts and try again later rather than dropping them.
-        return DeliveryError(reason, retry_after=300)
-    if isinstance(exc, Forbidden):
-        return DeliveryError(reason, permanent=True)  # not in the chat / blocked by the user
-    if isinstance(exc, BadRequest):
-        return DeliveryError(reason, permanent=True)  # chat not found, bad markup, …
-    return DeliveryError(reason)  # network, timeouts, 5xx: retried with backoff
-
-
-def is_not_modified(exc: BaseException) -> bool:
-    return isinstance(exc, BadRequest) and "not modified" in str(exc).lower()
-
-
-# ---- the sender ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -397,16 +220,7 @@ class ChatSender:
         misses = 0
         for mid in range(before + 1, before + 1 + PROBE_WINDOW):
             try:
-                await self.bot.edit_message_text(
-                    text,
-                    chat_id=chat_id,
-                    message_id=mid,
-                    parse_mode=ParseMode.HTML,
-                    reply_markup=keyboard,
-                    link_preview_options=LinkPreviewOptions(is_disabled=True),
-                    read_timeout=self.send_timeout,
-                    write_timeout=self.send_timeout,
-                )
+                await self._edit_text(chat_id, mid, text, keyboard)
             except BadRequest as exc:
                 said = str(exc).lower()
                 if "not modified" in said:
@@ -445,16 +259,7 @@ class ChatSender:
         async with self._lock(chat_id):
             slot = await self.limiter.acquire(chat_id, max_wait)
             try:
-                await self.bot.edit_message_text(
-                    body,
-                    chat_id=chat_id,
-                    message_id=message_id,
-                    parse_mode=ParseMode.HTML,
-                    reply_markup=markup,
-                    link_preview_options=LinkPreviewOptions(is_disabled=True),
-                    read_timeout=self.send_timeout,
-                    write_timeout=self.send_timeout,
-                )
+                await self._edit_text(chat_id, message_id, body, markup)
             except TelegramError as exc:
                 if is_not_modified(exc):
                     return
@@ -462,14 +267,17 @@ class ChatSender:
             finally:
                 self.limiter.done(chat_id, slot)
 
-
-def keyboard_rows(buttons: Sequence[tuple[str, str]], per_row: int = 3) -> list[list[Any]]:
-    """(label, callback_data) pairs in rows of ``per_row``."""
-    from telegram import InlineKeyboardButton
-
-    rows: list[list[Any]] = []
-    for i in range(0, len(buttons), per_row):
-        rows.append(
-            [InlineKeyboardButton(lbl, callback_data=d) for lbl, d in buttons[i : i + per_row]]
+    async def _edit_text(
+        self, chat_id: int, message_id: int, text: str, markup: InlineKeyboardMarkup | None
+    ) -> None:
+        """``editMessageText`` as both the probe and :meth:`edit` send it."""
+        await self.bot.edit_message_text(
+            text,
+            chat_id=chat_id,
+            message_id=message_id,
+            parse_mode=ParseMode.HTML,
+            reply_markup=markup,
+            link_preview_options=LinkPreviewOptions(is_disabled=True),
+            read_timeout=self.send_timeout,
+            write_timeout=self.send_timeout,
         )
-    return rows

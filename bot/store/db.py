@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
+import inspect
 import logging
+import os
+import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -25,6 +33,20 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK_KEY = 0x5049_5241_4D49_4752
 
 log = logging.getLogger("pira.store")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Database threads: enough for the timers, the outbox, alert batches and a burst of
+# commands at once; every unit of work is short (no awaits inside a transaction).
+DB_THREADS = 8
+# Set in the test suite (tests/conftest.py): a database call made on the thread that
+# runs the event loop raises instead of being only logged.
+STRICT_ENV = "PIRA_STRICT_EVENT_LOOP"
+
+
+class BlockingCallOnLoop(RuntimeError):
+    """A database call was made on the event loop's thread (use ``await store.run``)."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -47,6 +69,39 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._threads = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="pira-db")
+        self.strict = os.environ.get(STRICT_ENV, "") == "1"
+        # Calls caught on the event loop's thread (strict or not): tests assert none.
+        self.calls_on_loop: list[str] = []
+        event.listen(self.engine, "before_cursor_execute", self._off_the_loop)
+
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """The one way to database work from async code: ``fn`` (whole transactions,
+        synchronous) runs on one of the store's threads while the event loop goes on
+        serving other messages. Context variables travel with it."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
+
+    def _off_the_loop(self, _conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not the event loop's thread: a database thread, a CLI, a test
+        caller = _product_caller()
+        if caller is None:
+            return  # a test reading the database itself: not the bot's doing
+        what = statement.split(None, 1)[0] if statement.strip() else "?"
+        self.calls_on_loop.append(f"{what} from {caller}")
+        log.error(
+            "database call on the event loop",
+            extra={
+                "statement": what,
+                "caller": caller,
+                "on_thread": threading.current_thread().name,
+            },
+        )
+        if self.strict:
+            raise BlockingCallOnLoop(f"{what} on the event loop's thread, from {caller}")
 
     @property
     def dialect(self) -> str:
@@ -95,8 +150,45 @@ class Store:
         with self._sessions() as session:
             yield session
 
+    def ping(self) -> None:
+        """One round trip to the database (raises when it cannot be reached)."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    async def reachable(self) -> None:
+        await self.run(self.ping)
+
     def dispose(self) -> None:
+        self._threads.shutdown(wait=True, cancel_futures=False)
         self.engine.dispose()
+
+
+_PRODUCT = Path(__file__).resolve().parents[2]
+_HERE = Path(__file__).resolve()
+
+
+def _product_caller() -> str | None:
+    """``file:line`` of PIRA's own code (bot/, handlers/) that made this database call
+    on the event loop, or None when a test did: a test's own synchronous call (to the
+    store, or to a service's synchronous method) is the test's business; a call from
+    inside PIRA's coroutines or callbacks is the bot blocking its loop."""
+    frame = sys._getframe(2)
+    innermost: str | None = None
+    while frame is not None:
+        path = Path(frame.f_code.co_filename)
+        try:
+            inside = path.resolve().relative_to(_PRODUCT)
+        except ValueError:
+            inside = None  # the standard library, SQLAlchemy, any library: look further
+        top = inside.parts[0] if inside is not None else ""
+        if top in ("bot", "handlers") and path != _HERE:
+            innermost = innermost or f"{inside.as_posix()}:{frame.f_lineno}"  # type: ignore[union-attr]
+            if frame.f_code.co_flags & (inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR):
+                return innermost
+        elif top in ("tests", "benchmarks"):
+            return None
+        frame = frame.f_back  # type: ignore[assignment]
+    return innermost
 
 
 def _lock_for_migration(connection: Connection) -> float:

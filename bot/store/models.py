@@ -190,6 +190,28 @@ class Room(Base):
     )
 
 
+class RoomMessage(Base):
+    """A chat message PIRA posted for incident N: a reply to it is about N."""
+
+    __tablename__ = "room_messages"
+
+    platform: Mapped[str] = mapped_column(String(20), primary_key=True)
+    chat_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    incident_number: Mapped[int] = mapped_column(Integer)
+
+
+class ButtonCode(Base):
+    """A button whose command is too long for the platform's payload: the code sent in
+    its place and the command (and question, for buttons that ask for text) behind it."""
+
+    __tablename__ = "button_codes"
+
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    command: Mapped[str] = mapped_column(Text)
+    prompt: Mapped[str | None] = mapped_column(Text)
+
+
 class Lease(Base):
     """Leadership among replicas: the holder runs the scheduler and the outbox worker
     until ``expires_at``; it renews well before, a standby takes over after."""

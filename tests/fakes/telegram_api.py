@@ -31,14 +31,14 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from tests.fakes.slack_api import (
+from tests.support.fake_server import (
     ApiError,
     FakeServer,
     Fault,
+    HttpReply,
     JSONDict,
     RecordedCall,
     SlidingWindow,
-    _Reply,
     json_response,
     read_params,
 )
@@ -365,13 +365,13 @@ class FakeTelegram(FakeServer):
 
     async def _not_found(self, request: web.Request) -> web.Response:
         return json_response(
-            _Reply(404, {"ok": False, "error_code": 404, "description": "Not Found"})
+            HttpReply(404, {"ok": False, "error_code": 404, "description": "Not Found"})
         )
 
-    def _error_reply(self, kind: str, fault: Fault) -> _Reply:
+    def _error_reply(self, kind: str, fault: Fault) -> HttpReply:
         if kind == "ratelimit":
             n = fault.retry_after
-            return _Reply(
+            return HttpReply(
                 429,
                 {
                     "ok": False,
@@ -381,14 +381,14 @@ class FakeTelegram(FakeServer):
                 },
             )
         if fault.body is not None:
-            return _Reply(fault.status, fault.body)
+            return HttpReply(fault.status, fault.body)
         try:
             from http import HTTPStatus
 
             phrase = HTTPStatus(fault.status).phrase
         except ValueError:
             phrase = "Error"
-        return _Reply(
+        return HttpReply(
             fault.status, {"ok": False, "error_code": fault.status, "description": phrase}
         )
 
@@ -444,19 +444,9 @@ class FakeTelegram(FakeServer):
             params = await read_params(request, _tg_field)
         except ValueError:
             params = {}
-        call = self._record(
-            RecordedCall(
-                method=method,
-                params=params,
-                headers=dict(request.headers),
-                token=token,
-                http_method=request.method,
-                path=request.path,
-                time=time.time(),
-            )
-        )
+        call = self._record(self._request_call(request, method, params, token))
 
-        async def process() -> _Reply:
+        async def process() -> HttpReply:
             try:
                 if token != self.token:
                     if re.fullmatch(r"\d+:[\w-]{10,}", token):
@@ -471,8 +461,8 @@ class FakeTelegram(FakeServer):
                     with self._lock:  # handlers don't suspend; state is shared with threads
                         result = await handler(params)
             except ApiError as err:
-                return _Reply(err.status, err.body, err.headers)
-            return _Reply(200, {"ok": True, "result": result})
+                return HttpReply(err.status, err.body, err.headers)
+            return HttpReply(200, {"ok": True, "result": result})
 
         return json_response(await self._pipeline(call, process))
 

@@ -17,6 +17,7 @@ from bot.clock import FakeClock
 from bot.integrations.kube import Cluster
 from bot.settings import Config
 from tests.fakes.kube_api import FakeKubeApi, seed_spark_platform
+from tests.fakes.slack_api import FakeSlack
 from tests.support.cluster_app import Chat, build_app, cluster_config
 
 
@@ -68,3 +69,10 @@ async def chat(
     await app.start(scheduler=False)
     yield Chat(app)
     await app.stop()
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    """The fake Slack Web API on a loopback port (tests/fakes/slack_api.py)."""
+    async with FakeSlack() as fake:
+        yield fake

@@ -166,7 +166,7 @@ async def serving(make_app: Callable[..., App], **limits: Any) -> AsyncIterator[
         for chat in chats:
             app.add_adapter(chat)
         await app.start(scheduler=False)
-        server = WebServer(app, CollectorRegistry(), **limits)
+        server = WebServer(CollectorRegistry(), ping=app.store.reachable, **limits)
         app.alerts.register(server)
         for chat in chats:
             await chat.start(server)

@@ -133,12 +133,6 @@ class Bot:
             return list(s.scalars(select(Incident)))
 
 
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as fake:
-        yield fake
-
-
 @asynccontextmanager
 async def running(
     make_app: Callable[..., App],

@@ -41,7 +41,7 @@ async def started(make_app: Callable[..., App], slack: FakeSlack, clock: FakeClo
         clock=clock,
         env={"PIRA_SLACK_BOT_TOKEN": slack.bot_token, "PIRA_SLACK_API_URL": slack.url},
     )
-    adapter = SlackAdapter(app, timeout=1.0)  # a hung call is given up after 1 s
+    adapter = SlackAdapter(app.chat_deps(), timeout=1.0)  # a hung call is given up after 1 s
     app.add_adapter(adapter)
     await asyncio.to_thread(app.store.migrate)
     return app
@@ -221,7 +221,7 @@ async def test_late_answer_of_a_threaded_part_is_not_sent_twice(
     adapter = app.adapters["slack"]
     assert isinstance(adapter, SlackAdapter)
     root = (await adapter.client.chat_postMessage(channel="C0INCIDENTS", text="root"))["ts"]
-    adapter.sender.save_room(1, "C0INCIDENTS", root)
+    await adapter.sender.save_room(1, "C0INCIDENTS", root)
     enqueue_posts(app, ["in the thread"], Destination.incident(1))
     slack.respond_late("chat.postMessage", delay=2.0)
     try:

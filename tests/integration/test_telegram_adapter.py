@@ -78,10 +78,10 @@ async def running(
         config=config(chat_id),
         env={"PIRA_TELEGRAM_TOKEN": tg.token, "PIRA_TELEGRAM_API_URL": tg.url, **env},
     )
-    adapter = TelegramAdapter(app, poll_timeout=1, send_timeout=5)
+    adapter = TelegramAdapter(app.chat_deps(), poll_timeout=1, send_timeout=5)
     app.add_adapter(adapter)
     await app.start(scheduler=False)
-    server = WebServer(app, CollectorRegistry())
+    server = WebServer(CollectorRegistry(), ping=app.store.reachable)
     await adapter.start(server)
     await server.start("127.0.0.1", port)
     try:
@@ -274,10 +274,10 @@ async def test_webhook_secret_checked(make_app: Callable[..., App], tg: FakeTele
             "PIRA_TELEGRAM_WEBHOOK_SECRET": "s3cret-Token_1",
         },
     )
-    adapter = TelegramAdapter(app, poll_timeout=1)
+    adapter = TelegramAdapter(app.chat_deps(), poll_timeout=1)
     app.add_adapter(adapter)
     await app.start(scheduler=False)
-    server = WebServer(app, CollectorRegistry())
+    server = WebServer(CollectorRegistry(), ping=app.store.reachable)
     await adapter.start(server)
     await server.start("127.0.0.1", port)
     try:
@@ -367,7 +367,7 @@ async def test_confirmation_buttons_retire_after_use(
                     expires_at=now + timedelta(seconds=60),
                 )
             )
-        keyboard = bot.adapter._markup(
+        keyboard = await bot.adapter.buttons.markup(
             (Button("Confirm", "/confirm ABC123"), Button("Cancel", "/cancel ABC123"))
         )
         async with PtbBot(tg.token, base_url=tg.base_url) as other:
@@ -548,7 +548,9 @@ async def test_long_prompted_button_is_hashed_and_still_asks(
         await declare(tg, GROUP)
         command = "/impact #1 " + "customers of the eu-west spark cluster: " * 2
         long_prompt = "Which jobs fail, and since when? " * 4
-        keyboard = bot.adapter._markup((Button("Impact", command.strip(), prompt=long_prompt),))
+        keyboard = await bot.adapter.buttons.markup(
+            (Button("Impact", command.strip(), prompt=long_prompt),)
+        )
         assert keyboard is not None
         (data,) = [b.callback_data for row in keyboard.inline_keyboard for b in row]
         assert isinstance(data, str) and data.startswith("h:") and len(data.encode()) <= 64

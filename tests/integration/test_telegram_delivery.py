@@ -46,7 +46,7 @@ async def delivering(
     app = make_app(
         config=config(), env={"PIRA_TELEGRAM_TOKEN": tg.token, "PIRA_TELEGRAM_API_URL": tg.url}
     )
-    adapter = TelegramAdapter(app, limits=FAST, send_timeout=send_timeout)
+    adapter = TelegramAdapter(app.chat_deps(), limits=FAST, send_timeout=send_timeout)
     app.add_adapter(adapter)
     await adapter.bot.initialize()
     await app.start(scheduler=False)

@@ -173,8 +173,8 @@ class Target:
         """Wait for the chat adapters' background work (commands run after the ack)."""
 
         async def drain() -> None:
-            while pending := {t for c in self.chats for t in getattr(c, "_tasks", ())}:
-                await asyncio.wait(pending, timeout=30)
+            for chat in self.chats:
+                await chat.settle()
 
         self.run(drain())
 
@@ -222,7 +222,9 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
             for chat in chats:
                 app.add_adapter(chat)
             await app.start(scheduler=False)
-            server = WebServer(app, CollectorRegistry())  # the production limits
+            server = WebServer(
+                CollectorRegistry(), ping=app.store.reachable
+            )  # the production limits
             app.alerts.register(server)
             for chat in chats:
                 await chat.start(server)

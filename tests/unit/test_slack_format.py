@@ -9,9 +9,9 @@ import yaml
 
 from bot.adapters import slack_format as fmt
 from bot.adapters.slack_manifest import EXAMPLE_URL, events_url, manifest, manifest_yaml
-from bot.app import all_commands
 from bot.cli import main
 from bot.messages import Button
+from handlers import all_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 
