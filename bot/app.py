@@ -13,6 +13,7 @@ from bot.cluster_reads import ClusterReads
 from bot.diagnostics import Diagnostics
 from bot.incidents import Incidents
 from bot.leader import Leadership
+from bot.logs import Secrets
 from bot.oncall import OnCall
 from bot.outbox import Adapter, ChatAdapter, OutboxWorker, Poster
 from bot.people import Directory
@@ -36,10 +37,12 @@ class App:
         env: Env,
         clock: Clock | None = None,
         store: Store | None = None,
+        secrets: Secrets | None = None,
     ) -> None:
         self.config = config
         self.env = env
         self.clock: Clock = clock or SystemClock()
+        self.secrets = secrets or Secrets()
         self.store = store or Store(env.database_url)
         self.directory = Directory(config)
         self.renderer = Renderer(tz=config.tz, mention=self.directory.mention)
@@ -127,6 +130,7 @@ class App:
             renderer=self.renderer,
             rooms=self.rooms,
             leading=lambda: self.leadership is None or self.leading,
+            secrets=self.secrets,
         )
 
     def chat_adapters(self) -> list[ChatAdapter]:

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from bot import logs
+from bot.logs import Secrets
 from bot.messages import Destination
 from bot.settings import Config, ConfigError, Env, load_config
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         for error in exc.errors:
             print(f"  - {error}", file=sys.stderr)
         return 2
-    logs.setup()
+    secrets = logs.setup()
     for secret in (
         env.slack_bot_token,
         env.slack_signing_secret,
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         env.telegram_webhook_secret,
         env.alertmanager_token,
     ):
-        logs.register_secret(secret)
+        secrets.add(secret)
     if args.command == "config":
         return config_check(config)
     if args.command == "oncall":
@@ -79,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         return slack_manifest(args.url)
     try:
         if args.command == "console":
-            return asyncio.run(_serve(config, env, console=True, as_user=args.as_user))
+            return asyncio.run(_serve(config, env, secrets, console=True, as_user=args.as_user))
         console = not env.has_chat_credentials and sys.stdin.isatty()
-        return asyncio.run(_serve(config, env, console=console, as_user=None))
+        return asyncio.run(_serve(config, env, secrets, console=console, as_user=None))
     except KeyboardInterrupt:
         return 130
 
@@ -122,12 +123,14 @@ def oncall_export(config: Config, *, weeks: int, out: Path) -> int:
     return 0
 
 
-async def _serve(config: Config, env: Env, *, console: bool, as_user: str | None) -> int:
+async def _serve(
+    config: Config, env: Env, secrets: Secrets, *, console: bool, as_user: str | None
+) -> int:
     from bot.adapters.console import ConsoleAdapter, run_console
     from bot.app import App
     from bot.people import Directory
 
-    app = App(config=config, env=env)
+    app = App(config=config, env=env, secrets=secrets)
     if as_user is not None and as_user.lstrip("@") not in config.people:
         known = ", ".join(sorted(config.people)) or "none configured"
         print(f"pira: --as {as_user}: not a configured person (people: {known})", file=sys.stderr)
@@ -151,7 +154,7 @@ async def _serve(config: Config, env: Env, *, console: bool, as_user: str | None
         await app.start()
     except Exception as exc:
         print(
-            f"pira: cannot start: {type(exc).__name__}: {logs.scrub(str(exc))[:300]}",
+            f"pira: cannot start: {type(exc).__name__}: {secrets.scrub(str(exc))[:300]}",
             file=sys.stderr,
         )
         return 1

@@ -7,8 +7,7 @@ posts (through the outbox) and its timer changes commit together or not at all.
 from __future__ import annotations
 
 import functools
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,8 +26,9 @@ from bot.domain.incident import (
     check_text,
 )
 from bot.domain.severity import SEVERITIES
+from bot.incident_posts import IncidentPosts
 from bot.incident_records import IncidentRecords
-from bot.messages import Button, Destination
+from bot.messages import Destination
 from bot.people import Actor, Directory
 from bot.settings import Config
 from bot.store import Store
@@ -121,6 +121,7 @@ class Incidents:
         self.pager = pager
         self._notify = notify
         self.records = IncidentRecords(store)
+        self.posts = IncidentPosts(poster=poster, views=views, clock=clock)
 
     # ---- reading (the repository's) ------------------------------------------
 
@@ -231,12 +232,12 @@ class Incidents:
         s.flush()
         _Change(s, incident, now, by, source).event("declared", f"declared [{severity}] {title}")
         data = self.views.post_data(incident, now)
-        ack = self.buttons(incident)
+        ack = self.views.buttons(incident)
         # A new number: its posts' keys cannot exist yet (no look-up, no autoflush).
-        self._post(
+        self.posts.post(
             s, incident, Destination.incidents(), "announce", data, "announce", ack, fresh=True
         )
-        self._post(
+        self.posts.post(
             s,
             incident,
             Destination.incident(number),
@@ -263,9 +264,9 @@ class Incidents:
                 incident.commander = by.handle
                 text += "; commander now " + by.handle
             ev = c.event("acknowledged", text)
-            self._room(c.s, incident, f"✋ #{number} {text}.", f"ack:{ev.id}")
+            self.posts.room(c.s, incident, f"✋ #{number} {text}.", f"ack:{ev.id}")
             self.timers.on_acknowledged(c.s, incident, c.now)
-            self._refresh_announcement(c.s, incident, "ack")
+            self.posts.refresh_announcement(c.s, incident, "ack")
         return Outcome(incident, f"#{number} {text}.")
 
     def set_status(
@@ -286,13 +287,13 @@ class Incidents:
             label = STATUS_LABELS[status].split(" ", 1)[1]
             suffix = f": {note}" if note else ""
             ev = c.event("status", f"{old} → {status}{suffix}")
-            self._posted_update(c, f"Status changed to {label}{suffix}", ev)
+            self._updated(c, f"Status changed to {label}{suffix}", ev)
         return Outcome(c.incident, f"#{number} is now {STATUS_LABELS[status]}; update posted.")
 
     def post_update(self, *, number: int, text: str, by: Actor, source: str) -> Outcome:
         text = check_text(text, "the update")
         with self._change(number, by, source) as c:
-            self._posted_update(c, text, c.event("update", text))
+            self._updated(c, text, c.event("update", text))
         return Outcome(c.incident, f"Update for #{number} posted.")
 
     def set_severity(self, *, number: int, severity: str, by: Actor, source: str) -> Outcome:
@@ -303,9 +304,9 @@ class Incidents:
             c.incident.severity = severity
             word = "raised" if SEVERITIES.index(severity) < SEVERITIES.index(old) else "lowered"
             ev = c.event("severity", f"{old} → {severity}")
-            self._posted_update(c, f"Severity {word} from {old} to {severity}", ev)
+            self._updated(c, f"Severity {word} from {old} to {severity}", ev)
             self.timers.on_severity_changed(c.s, c.incident, c.now)
-            self._refresh_announcement(c.s, c.incident, "severity")
+            self.posts.refresh_announcement(c.s, c.incident, "severity")
         return Outcome(c.incident, f"#{number} is now {severity}; timers re-planned.")
 
     def set_commander(self, *, number: int, person: str, by: Actor, source: str) -> Outcome:
@@ -313,7 +314,7 @@ class Incidents:
         with self._change(number, by, source) as c:
             c.incident.commander = person
             ev = c.event("commander", f"commander: {person}")
-            self._room(c.s, c.incident, text, f"commander:{ev.id}")
+            self.posts.room(c.s, c.incident, text, f"commander:{ev.id}")
         return Outcome(c.incident, text)
 
     def set_impact(self, *, number: int, text: str, by: Actor, source: str) -> Outcome:
@@ -321,7 +322,7 @@ class Incidents:
         with self._change(number, by, source) as c:
             c.incident.impact = text
             ev = c.event("impact", f"impact: {text}")
-            self._room(c.s, c.incident, f"#{number} impact: {text}", f"impact:{ev.id}")
+            self.posts.room(c.s, c.incident, f"#{number} impact: {text}", f"impact:{ev.id}")
         return Outcome(c.incident, f"#{number} impact recorded.")
 
     def resolve(
@@ -344,10 +345,10 @@ class Incidents:
                 resolution=resolution,
                 contact=incident.commander or by.handle,
             )
-            self._post(
+            self.posts.post(
                 c.s, incident, Destination.incidents(), "resolved", data, f"resolved:{ev.id}", ()
             )
-            self._room(
+            self.posts.room(
                 c.s,
                 incident,
                 f"🟢 #{number} resolved after {data['duration']}. Next: the "
@@ -355,7 +356,7 @@ class Incidents:
                 f"resolved-room:{ev.id}",
             )
             self.timers.on_resolved(c.s, incident, c.now)
-            self._refresh_announcement(c.s, incident, "resolved")
+            self.posts.refresh_announcement(c.s, incident, "resolved")
         return Outcome(
             incident,
             f"#{number} resolved after {data['duration']}. "
@@ -390,67 +391,10 @@ class Incidents:
         with self._change(number, by, source, must_be_open=False) as c:
             ev = c.event(kind, text, outcome=outcome)
             if post:
-                self._room(c.s, c.incident, text, f"{kind}:{ev.id}")
+                self.posts.room(c.s, c.incident, text, f"{kind}:{ev.id}")
 
-    # ---- shared pieces ---------------------------------------------------
-
-    buttons = staticmethod(IncidentViews.buttons)
-
-    def _post(
-        self,
-        s: Session,
-        incident: Incident,
-        destination: Destination,
-        template: str,
-        data: dict[str, Any],
-        key: str,
-        buttons: Sequence[Button],
-        fresh: bool = False,
-    ) -> None:
-        self.poster.post(
-            s,
-            incident.id,
-            destination,
-            template,
-            data,
-            f"inc{incident.number}:{key}",
-            buttons,
-            fresh=fresh,
-        )
-
-    def _room(self, s: Session, incident: Incident, text: str, key: str) -> None:
-        """A line in the incident's own room."""
-        self._post(
-            s, incident, Destination.incident(incident.number), "text", {"text": text}, key, ()
-        )
-
-    def _refresh_announcement(self, s: Session, incident: Incident, reason: str) -> None:
-        """Edit the Initial Announcement and the ticket in place on platforms that can:
-        they show the state and their buttons follow it (an acknowledged incident no
-        longer offers Acknowledge, a resolved one nothing)."""
-        data = self.views.post_data(incident, self.clock.now())
-        data["acknowledged_by"] = incident.acknowledged_by
-        buttons = self.buttons(incident)
-        stamp = uuid.uuid4().hex[:16]
-        n = incident.number
-        for destination, template, shown, original in (
-            (Destination.incidents(), "announce", data, "announce"),
-            (Destination.incident(n), "ticket", self.views.ticket_data(incident), "ticket"),
-        ):
-            self.poster.post(
-                s,
-                incident.id,
-                destination,
-                template,
-                shown,
-                f"inc{n}:{original}-edit:{reason}:{stamp}",
-                buttons,
-                edit_of=f"inc{n}:{original}",
-            )
-
-    def _posted_update(self, c: _Change, text: str, ev: TimelineEvent) -> None:
+    def _updated(self, c: _Change, text: str, ev: TimelineEvent) -> None:
+        """An Update posted: the next one is due from now."""
         c.incident.last_update_at = c.now
-        data = self.views.post_data(c.incident, c.now)
-        data["text"] = text
-        self._post(c.s, c.incident, Destination.incidents(), "update", data, f"update:{ev.id}", ())
+        self.posts.update(c.s, c.incident, c.now, text, ev.id)
         self.timers.on_updated(c.s, c.incident, c.now)

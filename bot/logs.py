@@ -10,24 +10,37 @@ from datetime import UTC, datetime
 from typing import Any
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
-_SECRETS: list[str] = []
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _TOKENISH = re.compile(r"(xox[abpr]-[\w-]+|xapp-[\w-]+|\d{6,12}:[\w-]{30,}|Bearer\s+\S+)")
 
 
-def register_secret(value: str | None) -> None:
-    """Anything registered here is replaced by *** wherever it would be logged."""
-    if value and len(value) >= 4 and value not in _SECRETS:
-        _SECRETS.append(value)
-
-
-def scrub(text: str) -> str:
-    for secret in _SECRETS:
-        text = text.replace(secret, "***")
+def scrub_tokens(text: str) -> str:
+    """Anything shaped like a Slack or Telegram token or a bearer credential → ***."""
     return _TOKENISH.sub("***", text)
 
 
+class Secrets:
+    """The values this process must never log (its tokens and signing secrets): held
+    by the log formatter that scrubs them, handed to whoever learns a new one."""
+
+    def __init__(self) -> None:
+        self._values: list[str] = []
+
+    def add(self, value: str | None) -> None:
+        if value and len(value) >= 4 and value not in self._values:
+            self._values.append(value)
+
+    def scrub(self, text: str) -> str:
+        for secret in self._values:
+            text = text.replace(secret, "***")
+        return scrub_tokens(text)
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self, secrets: Secrets) -> None:
+        super().__init__()
+        self.secrets = secrets
+
     def format(self, record: logging.LogRecord) -> str:
         event: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -48,15 +61,20 @@ class JsonFormatter(logging.Formatter):
             if tb is not None:
                 event["at"] = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
         # Lone surrogates (bytes that were not UTF-8) would make the line unwritable.
-        return _SURROGATE.sub("\ufffd", scrub(json.dumps(event, default=str, ensure_ascii=False)))
+        return _SURROGATE.sub(
+            "\ufffd", self.secrets.scrub(json.dumps(event, default=str, ensure_ascii=False))
+        )
 
 
-def setup(level: str = "INFO") -> None:
+def setup(level: str = "INFO", secrets: Secrets | None = None) -> Secrets:
+    """JSON lines on stderr; returns the secrets its lines are scrubbed of."""
+    secrets = secrets or Secrets()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Libraries' chatter (every HTTP request, every scheduler wake-up) is not an event.
     for noisy in ("httpx", "apscheduler", "aiohttp.access", "alembic", "telegram", "slack_bolt"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    return secrets

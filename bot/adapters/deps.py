@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from bot.logs import Secrets
     from bot.people import Directory
     from bot.render import Renderer
     from bot.rooms import Rooms
@@ -27,3 +28,5 @@ class ChatDeps:
     # This replica does the leader's work (polling a platform, for one): without
     # leadership (one process, tests) it does.
     leading: Callable[[], bool]
+    # What the logs never show: an adapter adds the secrets it makes up itself.
+    secrets: Secrets

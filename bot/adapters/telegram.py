@@ -46,7 +46,6 @@ from bot.adapters.telegram_prompts import (
 )
 from bot.adapters.telegram_rooms import TelegramRooms
 from bot.adapters.telegram_send import ChatSender, Limits, RateLimiter
-from bot.logs import register_secret
 from bot.messages import Destination, Message, Room
 from bot.outbox import Outbound
 
@@ -75,8 +74,9 @@ class TelegramAdapter:
         env = self.env = deps.env
         if not env.telegram_token:
             raise ValueError("PIRA_TELEGRAM_TOKEN is not set")
-        register_secret(env.telegram_token)
-        register_secret(env.telegram_webhook_secret)
+        self.secrets = deps.secrets
+        self.secrets.add(env.telegram_token)
+        self.secrets.add(env.telegram_webhook_secret)
         self.router = deps.router
         self.directory = deps.directory
         self.renderer = deps.renderer
@@ -132,7 +132,7 @@ class TelegramAdapter:
             secret = env.telegram_webhook_secret or ""
             if not secret:
                 secret = secrets.token_urlsafe(32)
-                register_secret(secret)
+                self.secrets.add(secret)
                 log.warning(
                     "PIRA_TELEGRAM_WEBHOOK_SECRET not set: using a random secret for this "
                     "process (set one when several replicas serve /telegram)"

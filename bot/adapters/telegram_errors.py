@@ -17,7 +17,7 @@ from telegram.error import (
     TimedOut,
 )
 
-from bot.logs import scrub
+from bot.logs import scrub_tokens
 from bot.outbox import DeliveryError
 
 
@@ -49,7 +49,7 @@ def not_sent(exc: TelegramError) -> bool:
 def as_delivery_error(exc: TelegramError, what: str) -> DeliveryError:
     """Map a Bot API error to the outbox's retry policy. The reason is scrubbed of
     secrets: it is stored in the outbox row and logged."""
-    reason = scrub(f"{what}: {type(exc).__name__}: {exc}")[:300]  # stored in the outbox row
+    reason = scrub_tokens(f"{what}: {type(exc).__name__}: {exc}")[:300]  # stored in the outbox row
     if isinstance(exc, RetryAfter):
         return DeliveryError(reason, retry_after=retry_after_seconds(exc))
     if isinstance(exc, ChatMigrated):

@@ -2,9 +2,8 @@
 
 A message flows one way: adapter → router → handler → service → outbox → render →
 adapter's sender. These tests read every module's imports (type-only ones count)
-and fail when a rule is broken. Where the redesign is not finished, the modules that
-still break a rule are listed by name: the lists may only shrink — a module that is
-fixed must leave its list (the test says so), and a new module cannot join one.
+and fail when a rule is broken. That no database call runs on the event loop is
+checked at run time instead (bot/store/db.py; tests/integration/test_event_loop.py).
 """
 
 from __future__ import annotations
@@ -31,18 +30,10 @@ SERVICES = {
     "bot/alert_mapping.py",
     "bot/rooms.py",
     "bot/audit.py",
+    "bot/incident_posts.py",
 }
-# Still given the whole App (issue 10: to be given their collaborators).
-STILL_GIVEN_THE_APP: set[str] = set()
-# Adapters that still query tables themselves (issue 10: one room store serves them).
-ADAPTERS_STILL_WITH_SQL: set[str] = set()
 SDKS = ("telegram", "slack_sdk", "slack_bolt", "kubernetes", "prometheus_api_client")
 MAX_LINES = 400
-# Over MAX_LINES today, each with its natural split named in issue 10.
-STILL_TOO_LONG = {
-    "bot/adapters/slack.py",
-    "bot/incidents.py",
-}
 
 
 def modules(*folders: str) -> list[Path]:
@@ -92,32 +83,32 @@ def test_services_return_data_not_replies() -> None:
         assert "bot.messages import" not in source or "Reply" not in source, name
 
 
-def test_who_still_gets_the_app_only_shrinks() -> None:
+def test_only_the_composition_root_knows_the_app() -> None:
+    """bot/app.py builds and wires; bot/cli.py starts it. Nothing else receives or
+    imports the App (type-only imports count)."""
     given = {
         rel(p)
         for p in modules("bot", "handlers")
         if rel(p) not in ("bot/app.py", "bot/cli.py") and uses(imported(p), "bot.app")
     }
-    assert given <= STILL_GIVEN_THE_APP, f"new modules given the App: {given - STILL_GIVEN_THE_APP}"
-    assert given == STILL_GIVEN_THE_APP, (
-        f"fixed, remove from the list: {STILL_GIVEN_THE_APP - given}"
-    )
+    assert given == set(), f"given the App: {sorted(given)}"
 
 
 def test_adapters_translate_only() -> None:
+    """Adapters hold no SQL: the room store and the services do."""
     with_sql = {
         rel(p) for p in modules("bot/adapters") if uses(imported(p), "sqlalchemy", "bot.store")
     }
-    assert with_sql <= ADAPTERS_STILL_WITH_SQL, f"new SQL in {with_sql - ADAPTERS_STILL_WITH_SQL}"
-    assert with_sql == ADAPTERS_STILL_WITH_SQL, f"fixed: {ADAPTERS_STILL_WITH_SQL - with_sql}"
+    assert with_sql == set(), f"SQL in adapters: {sorted(with_sql)}"
 
 
-def test_no_new_big_rooms() -> None:
+def test_no_big_rooms() -> None:
     long = {
-        rel(p) for p in modules("bot", "handlers") if len(p.read_text().splitlines()) > MAX_LINES
+        rel(p): n
+        for p in modules("bot", "handlers")
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
-    assert long <= STILL_TOO_LONG, f"over {MAX_LINES} lines: {long - STILL_TOO_LONG}"
-    assert long == STILL_TOO_LONG, f"now short enough, remove: {STILL_TOO_LONG - long}"
+    assert long == {}, f"over {MAX_LINES} lines: {long}"
 
 
 def test_one_severity_scale() -> None:
