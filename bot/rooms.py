@@ -166,18 +166,6 @@ class Rooms:
             row = s.get(ButtonCode, code)
             return None if row is None else (row.command, row.prompt)
 
-    async def prompt_of(self, command: str) -> str | None:
-        """The question a button running ``command`` asks (the newest recorded)."""
-        return await self.store.run(self._prompt_of, command)
-
-    def _prompt_of(self, command: str) -> str | None:
-        with self.store.read() as s:
-            return s.scalar(
-                select(ButtonCode.prompt)
-                .where(ButtonCode.command == command, ButtonCode.prompt.is_not(None))
-                .limit(1)
-            )
-
     # ---- the incident's posts and state ---------------------------------------------
 
     async def posted(self, platform: str, number: int, post: str) -> Posted | None:

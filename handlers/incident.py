@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bot.domain.durations import format_duration
 from bot.domain.incident import STATUS_LABELS, STATUSES, InvalidInput, duration_text
@@ -14,8 +16,14 @@ from bot.router import Args, CommandList, Context, UsageError
 commands = CommandList()
 
 
-def _done(outcome: Outcome) -> Reply:
-    return Reply.plain(outcome.text)
+async def _verb(
+    ctx: Context, number: int | None, verb: Callable[..., Outcome], **fields: Any
+) -> Reply:
+    """Run an incident verb on the incident meant (``#N``, the room's, the only open one)
+    as the person who asked, and say what it did."""
+    picked = await ctx.incident(number)
+    done = await ctx.run(verb, number=picked, by=ctx.actor, source=ctx.source, **fields)
+    return Reply.plain(done.text)
 
 
 # ---- /incident ----------------------------------------------------------------
@@ -96,10 +104,7 @@ def parse_ref(a: Args) -> Ref:
     role="responder",
 )
 async def ack(ctx: Context, args: Ref) -> Reply:
-    number = await ctx.incident(args.number)
-    return _done(
-        await ctx.run(ctx.services.incidents.ack, number=number, by=ctx.actor, source=ctx.source)
-    )
+    return await _verb(ctx, args.number, ctx.services.incidents.ack)
 
 
 @dataclass(frozen=True)
@@ -123,16 +128,8 @@ def parse_status(a: Args) -> StatusArgs:
     role="responder",
 )
 async def status(ctx: Context, args: StatusArgs) -> Reply:
-    number = await ctx.incident(args.number)
-    return _done(
-        await ctx.run(
-            ctx.services.incidents.set_status,
-            number=number,
-            status=args.status,
-            note=args.note,
-            by=ctx.actor,
-            source=ctx.source,
-        )
+    return await _verb(
+        ctx, args.number, ctx.services.incidents.set_status, status=args.status, note=args.note
     )
 
 
@@ -155,16 +152,7 @@ def parse_update(a: Args) -> TextArgs:
     role="responder",
 )
 async def update(ctx: Context, args: TextArgs) -> Reply:
-    number = await ctx.incident(args.number)
-    return _done(
-        await ctx.run(
-            ctx.services.incidents.post_update,
-            number=number,
-            text=args.text,
-            by=ctx.actor,
-            source=ctx.source,
-        )
-    )
+    return await _verb(ctx, args.number, ctx.services.incidents.post_update, text=args.text)
 
 
 @dataclass(frozen=True)
@@ -188,15 +176,8 @@ def parse_severity_args(a: Args) -> SeverityArgs:
     role="responder",
 )
 async def severity(ctx: Context, args: SeverityArgs) -> Reply:
-    number = await ctx.incident(args.number)
-    return _done(
-        await ctx.run(
-            ctx.services.incidents.set_severity,
-            number=number,
-            severity=args.severity,
-            by=ctx.actor,
-            source=ctx.source,
-        )
+    return await _verb(
+        ctx, args.number, ctx.services.incidents.set_severity, severity=args.severity
     )
 
 
@@ -228,15 +209,7 @@ async def commander(ctx: Context, args: PersonArgs) -> Reply:
             ", ".join(f"@{k}" for k in sorted(ctx.services.config.people)) or "nobody configured"
         )
         raise InvalidInput(f"@{args.person} is not a configured person (known: {known})")
-    return _done(
-        await ctx.run(
-            ctx.services.incidents.set_commander,
-            number=number,
-            person=person,
-            by=ctx.actor,
-            source=ctx.source,
-        )
-    )
+    return await _verb(ctx, number, ctx.services.incidents.set_commander, person=person)
 
 
 def parse_impact(a: Args) -> TextArgs:
@@ -252,16 +225,7 @@ def parse_impact(a: Args) -> TextArgs:
     role="responder",
 )
 async def impact(ctx: Context, args: TextArgs) -> Reply:
-    number = await ctx.incident(args.number)
-    return _done(
-        await ctx.run(
-            ctx.services.incidents.set_impact,
-            number=number,
-            text=args.text,
-            by=ctx.actor,
-            source=ctx.source,
-        )
-    )
+    return await _verb(ctx, args.number, ctx.services.incidents.set_impact, text=args.text)
 
 
 @dataclass(frozen=True)
@@ -290,16 +254,12 @@ def parse_resolve(a: Args) -> ResolveArgs:
     role="responder",
 )
 async def resolve(ctx: Context, args: ResolveArgs) -> Reply:
-    number = await ctx.incident(args.number)
-    return _done(
-        await ctx.run(
-            ctx.services.incidents.resolve,
-            number=number,
-            root_cause=args.root_cause,
-            resolution=args.resolution,
-            by=ctx.actor,
-            source=ctx.source,
-        )
+    return await _verb(
+        ctx,
+        args.number,
+        ctx.services.incidents.resolve,
+        root_cause=args.root_cause,
+        resolution=args.resolution,
     )
 
 
