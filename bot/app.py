@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from prometheus_client import CollectorRegistry
+
 from bot.adapters.deps import ChatDeps
 from bot.alerts import AlertIngest
 from bot.clock import Clock, SystemClock
 from bot.cluster_actions import ClusterActions
 from bot.cluster_reads import ClusterReads
+from bot.delivery import OutboxWorker
 from bot.diagnostics import Diagnostics
 from bot.incidents import Incidents
-from bot.leader import Leadership
+from bot.leader import Fence, Leadership
 from bot.logs import Secrets
+from bot.metrics import BotMetrics
 from bot.oncall import OnCall
-from bot.outbox import Adapter, ChatAdapter, OutboxWorker, Poster
+from bot.outbox import Adapter, ChatAdapter, Poster
 from bot.people import Directory
 from bot.render import Renderer
 from bot.rooms import Rooms
@@ -48,7 +52,11 @@ class App:
         self.renderer = Renderer(tz=config.tz, mention=self.directory.mention)
         self.adapters: dict[str, Adapter] = {}
         self.outbox = OutboxWorker(
-            store=self.store, adapters=self.adapters, renderer=self.renderer, clock=self.clock
+            store=self.store,
+            adapters=self.adapters,
+            renderer=self.renderer,
+            clock=self.clock,
+            fence=self._fence,
         )
         self.views = IncidentViews(config)
         self.rooms = Rooms(store=self.store, clock=self.clock)
@@ -69,6 +77,7 @@ class App:
             poster=self.poster,
             views=self.views,
             notify=self.outbox.notify,
+            fence=self._fence,
         )
         self.incidents = Incidents(
             store=self.store,
@@ -98,6 +107,17 @@ class App:
             poster=self.poster,
             notify=self.outbox.notify,
         )
+        commands = all_commands()
+        # One registry for every series of GET /metrics (the web server's, the alerts').
+        self.registry = CollectorRegistry()
+        self.metrics = BotMetrics(
+            registry=self.registry,
+            store=self.store,
+            config=config,
+            leading=lambda: self.leading,
+            platforms=self.poster.platforms,
+            commands=[c.name for c in commands],
+        )
         self.router = Router(
             store=self.store,
             services=Services(
@@ -111,11 +131,16 @@ class App:
                 reads=self.reads,
                 run=self.store.run,
             ),
-            commands=all_commands(),
+            commands=commands,
+            observe=self.metrics.observe_command,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._outbox_task: asyncio.Task[None] | None = None
         self.leadership: Leadership | None = None
+
+    def _fence(self) -> Fence | None:
+        """The lease the leader's work runs under (None without leadership)."""
+        return self.leadership.fence if self.leadership is not None else None
 
     def add_adapter(self, adapter: Adapter) -> None:
         self.adapters[adapter.name] = adapter
@@ -183,11 +208,11 @@ class App:
 
     async def serve_forever(self, stop: asyncio.Event) -> None:
         """The HTTP server (and, when configured, the chat platforms) until ``stop``."""
-        from prometheus_client import CollectorRegistry
-
         from bot.web import WebServer
 
-        server = WebServer(CollectorRegistry(), ping=self.store.reachable)
+        server = WebServer(
+            self.registry, ping=self.store.reachable, render_metrics=self.metrics.render
+        )
         self.alerts.register(server)
         chats = [a for a in self.adapters.values() if isinstance(a, ChatAdapter)]
         for chat in chats:

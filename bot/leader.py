@@ -9,6 +9,14 @@ expires and a standby takes it; a replica that stops cleanly gives it up at once
 Timers stay exactly-once across a change of leader: a timer is marked fired in
 the same transaction as its posts (and locked while firing), so the new leader
 sees what the old one did.
+
+Fencing: the lease carries a generation, +1 each time it changes hands. The leader's
+work (a post admitted for sending, a timer fired) commits only after checking, in
+its own transaction, that the lease is still this replica's at the generation it
+started with (:meth:`Fence.check`), and sends nothing once this replica's own
+deadline for the lease has passed (:meth:`Fence.valid`, on the monotonic clock: a
+replica paused past its lease — SIGSTOP, a long GC, a frozen VM — wakes up fenced).
+A replica that finds its lease lapsed stops its workers before anything else.
 """
 
 from __future__ import annotations
@@ -17,13 +25,17 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
 
+from bot.outbox import Fenced
 from bot.store.models import Lease
 
 if TYPE_CHECKING:
@@ -33,6 +45,34 @@ if TYPE_CHECKING:
 log = logging.getLogger("pira.leader")
 
 LEASE = "leader"
+# Of the lease's time to live, how long this replica trusts it after asking: renewals
+# come every third, so a healthy leader never lapses; a paused one does, well before
+# a standby may take over.
+TRUSTED = 0.8
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The lease a leader's work runs under: who, which generation, and until when
+    (this process's monotonic clock) it may act without asking again."""
+
+    holder: str
+    generation: int
+    valid_until: float
+
+    def valid(self) -> bool:
+        return time.monotonic() < self.valid_until
+
+    def check(self, s: Session) -> None:
+        """In the transaction that commits leader work: raise :class:`Fenced` unless the
+        lease is still this replica's, at this generation, within its deadline. On
+        PostgreSQL the lease row is share-locked until the commit, so a takeover waits
+        for this transaction instead of racing it."""
+        if not self.valid():
+            raise Fenced("the lease lapsed on this replica")
+        lease = s.get(Lease, LEASE, with_for_update={"read": True})
+        if lease is None or lease.holder != self.holder or lease.generation != self.generation:
+            raise Fenced("another replica holds the lease")
 
 
 class Leadership:
@@ -52,27 +92,33 @@ class Leadership:
         self._on_gain = on_gain
         self._on_lose = on_lose
         self.leading = False
+        self.fence = Fence(self.holder, -1, 0.0)  # not valid until acquired
 
     def try_acquire(self) -> bool:
         """Take or renew the lease; True while this replica holds it."""
+        asked = time.monotonic()
         now = self.clock.now()
         try:
             with self.store.transaction() as s:
                 lease = s.get(Lease, LEASE, with_for_update=True)
                 if lease is None:
-                    s.add(Lease(name=LEASE, holder=self.holder, expires_at=now + self.ttl))
-                    return True
-                if (
-                    lease.holder == self.holder
-                    or lease.expires_at <= now
-                    or _dead_here(lease.holder)
+                    lease = Lease(name=LEASE, holder=self.holder, expires_at=now, generation=1)
+                    s.add(lease)
+                elif lease.holder != self.holder and not (
+                    lease.expires_at <= now or _dead_here(lease.holder)
                 ):
+                    return False
+                elif lease.holder != self.holder or lease.generation != self.fence.generation:
+                    # Taken over (from another replica, or from this one's own lapsed
+                    # term): a new generation fences whatever the old term still runs.
                     lease.holder = self.holder
-                    lease.expires_at = now + self.ttl
-                    return True
-                return False
+                    lease.generation = (lease.generation or 0) + 1
+                lease.expires_at = now + self.ttl
+                generation = lease.generation
         except (IntegrityError, OperationalError):
             return False  # another replica took it in the same instant, or the db is busy
+        self.fence = Fence(self.holder, generation, asked + self.ttl.total_seconds() * TRUSTED)
+        return True
 
     def release(self) -> None:
         with self.store.transaction() as s:
@@ -81,7 +127,16 @@ class Leadership:
                 lease.expires_at = self.clock.now()
 
     async def step(self) -> bool:
-        """One round: acquire or renew, and start or stop the leader's duties."""
+        """One round: acquire or renew, and start or stop the leader's duties. A lease
+        that lapsed here (the process was paused, the database slow) stops the duties
+        first; they start again if the lease is still to be had."""
+        if self.leading and not self.fence.valid():
+            self.leading = False
+            log.warning(
+                "leadership lost: standing by",
+                extra={"holder": self.holder, "why": "the lease lapsed on this replica"},
+            )
+            await self._on_lose()
         try:
             leading = await self.store.run(self.try_acquire)
         except Exception:

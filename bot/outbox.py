@@ -9,12 +9,11 @@ key: planning the same post twice (a timer run twice) stores it once.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sqlalchemy import select
@@ -22,16 +21,12 @@ from sqlalchemy.orm import Session
 
 from bot.clock import Clock
 from bot.messages import Button, Destination
-from bot.render import Renderer
-from bot.store import Store
 from bot.store.models import OutboxMessage
 
 if TYPE_CHECKING:
     from bot.web import WebServer
 
 log = logging.getLogger("pira.outbox")
-
-MAX_BACKOFF = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -49,6 +44,37 @@ class Outbound:
     # post's platform reference (what ``deliver`` returned for it).
     edit_of: str | None = None
     original_ref: dict[str, Any] | None = None
+    # When an earlier attempt at this post was made (by this process or another,
+    # before a restart or a change of leader): it may have arrived, so the adapter
+    # looks for it before sending again. None: never attempted.
+    attempted_at: datetime | None = None
+    # The adapter awaits this once the platform's rate limiter admits the post,
+    # right before the first request that could post it: the attempt is recorded
+    # durably (and the replica's lease checked). It raises Fenced: do not send.
+    admitted: Callable[[], Awaitable[None]] | None = None
+
+
+class Lease(Protocol):
+    def valid(self) -> bool: ...
+
+
+# The lease of the post being delivered (set by the delivery engine around an
+# adapter's deliver): an adapter's HTTP client checks it again once its connection is
+# ready, right before the request is written (a replica frozen in between wakes fenced).
+SENDING: ContextVar[Lease | None] = ContextVar("pira_sending_under", default=None)
+
+
+def still_leading() -> None:
+    """Raise :class:`Fenced` when the post being delivered was admitted under a lease
+    this replica no longer holds."""
+    lease = SENDING.get()
+    if lease is not None and not lease.valid():
+        raise Fenced("the lease lapsed on this replica")
+
+
+class Fenced(Exception):
+    """This replica no longer holds the lease it started the work with: stop, send
+    nothing, mark nothing (the new leader does it)."""
 
 
 class DeliveryError(Exception):
@@ -182,175 +208,3 @@ class Poster:
             edit_of=edit_of,
             fresh=fresh,
         )
-
-
-class OutboxWorker:
-    """Delivers pending posts in order per (platform, destination), retrying with backoff.
-
-    Runs on one replica at a time (the leader), so rows are not claimed.
-    """
-
-    def __init__(
-        self,
-        *,
-        store: Store,
-        adapters: dict[str, Adapter],
-        renderer: Renderer,
-        clock: Clock,
-        batch: int = 200,
-    ) -> None:
-        self.store = store
-        self.adapters = adapters
-        self.renderer = renderer
-        self.clock = clock
-        self.batch = batch
-        self._wake = asyncio.Event()
-        self._lock = asyncio.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def notify(self) -> None:
-        """Something was enqueued: deliver now instead of at the next poll. Callable
-        from any thread (verbs commit on the store's threads)."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return  # not running: the first pass will find it
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._wake.set()
-        else:
-            loop.call_soon_threadsafe(self._wake.set)
-
-    async def run(self, poll: float = 1.0) -> None:
-        self._loop = asyncio.get_running_loop()
-        while True:
-            try:
-                await self.deliver_due()
-            except Exception:  # the worker must outlive a bad row or a lost database
-                log.exception("outbox pass failed")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(poll):
-                    await self._wake.wait()
-            self._wake.clear()
-
-    async def deliver_due(self) -> int:
-        """One pass over due rows; returns how many were delivered.
-
-        Each lane (platform, destination) is delivered in order, one post after the
-        other; lanes run concurrently, so a slow or rate-limited room (or platform)
-        does not hold back the others. Passes never overlap.
-        """
-        async with self._lock:
-            now = self.clock.now()
-            rows = await self.store.run(self._pending)
-            lanes: dict[tuple[str, str], list[OutboxMessage]] = {}
-            for row in rows:
-                lanes.setdefault((row.platform, row.destination), []).append(row)
-            counts = await asyncio.gather(
-                *(self._deliver_lane(lane, now) for lane in lanes.values())
-            )
-            return sum(counts)
-
-    def _pending(self) -> list[OutboxMessage]:
-        with self.store.read() as session:
-            return list(
-                session.scalars(
-                    select(OutboxMessage)
-                    .where(OutboxMessage.status == "pending")
-                    .where(OutboxMessage.platform.in_(list(self.adapters)))
-                    .order_by(OutboxMessage.id)
-                    .limit(self.batch)
-                )
-            )
-
-    def _by_key(self, key: str) -> OutboxMessage | None:
-        with self.store.read() as session:
-            return session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
-
-    async def _deliver_lane(self, rows: list[OutboxMessage], now: datetime) -> int:
-        delivered = 0
-        for row in rows:
-            if row.next_attempt_at > now or not await self._deliver(row):
-                break  # keep the order of posts in one room
-            delivered += 1
-        return delivered
-
-    async def _deliver(self, row: OutboxMessage) -> bool:
-        adapter = self.adapters[row.platform]
-        body = row.body
-        original_ref = None
-        if body.get("edit_of"):
-            original = await self.store.run(self._by_key, f"{body['edit_of']}@{row.platform}")
-            if original is None or original.status == "failed":
-                await self.store.run(
-                    self._done, row, None, "the message to edit was never delivered"
-                )
-                return True
-            if original.status != "sent":
-                return False  # edit after the original is out
-            original_ref = original.remote_ref
-        try:
-            text = self.renderer.render(row.platform, body["template"], body["data"])
-            message = Outbound(
-                key=row.key,
-                destination=Destination(row.destination),
-                text=text,
-                buttons=tuple(Button.from_json(b) for b in body.get("buttons", [])),
-                incident=row.incident_id,
-                template=body["template"],
-                data=body["data"],
-                edit_of=body.get("edit_of"),
-                original_ref=original_ref,
-            )
-            ref = await adapter.deliver(message)
-        except DeliveryError as exc:
-            await self.store.run(self._failed, row, str(exc), exc.retry_after, exc.permanent)
-            return False
-        except Exception as exc:  # an adapter bug must not stop other rooms' posts
-            log.exception("outbox delivery crashed", extra={"key": row.key})
-            await self.store.run(self._failed, row, f"{type(exc).__name__}: {exc}", None, False)
-            return False
-        await self.store.run(self._done, row, ref, None)
-        return True
-
-    def _done(self, row: OutboxMessage, ref: dict[str, Any] | None, note: str | None) -> None:
-        with self.store.transaction() as session:
-            fresh = session.get(OutboxMessage, row.id)
-            if fresh is not None:
-                fresh.status = "sent"
-                fresh.sent_at = self.clock.now()
-                fresh.attempts += 1
-                fresh.remote_ref = ref
-                fresh.error = note
-
-    def _failed(self, row: OutboxMessage, reason: str, retry_after: float | None, permanent: bool):
-        with self.store.transaction() as session:
-            fresh = session.get(OutboxMessage, row.id)
-            if fresh is None:
-                return
-            fresh.attempts += 1
-            fresh.error = reason[:500]
-            if permanent:
-                fresh.status = "failed"
-                log.error(
-                    "outbox post failed permanently",
-                    extra={"key": row.key, "platform": row.platform, "reason": reason[:200]},
-                )
-                return
-            if retry_after is not None:
-                delay = timedelta(seconds=retry_after)
-            else:
-                delay = min(MAX_BACKOFF, timedelta(seconds=2 ** min(fresh.attempts, 9)))
-            fresh.next_attempt_at = self.clock.now() + delay
-            log.warning(
-                "outbox delivery postponed",
-                extra={
-                    "key": row.key,
-                    "platform": row.platform,
-                    "attempt": fresh.attempts,
-                    "retry_in_s": delay.total_seconds(),
-                    "reason": reason[:200],
-                },
-            )

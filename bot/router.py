@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -164,8 +165,14 @@ class CommandList:
 
 class Router:
     def __init__(
-        self, *, store: Store, services: Services, commands: Iterable[Command[Any]]
+        self,
+        *,
+        store: Store,
+        services: Services,
+        commands: Iterable[Command[Any]],
+        observe: Callable[[str, float], None] | None = None,
     ) -> None:
+        self.observe = observe  # (command, seconds its handler ran), e.g. for a histogram
         self.store = store
         self.services = services
         self.clock = services.clock
@@ -227,7 +234,7 @@ class Router:
         draft = None
         if self._audited(command, args):
             draft = Draft(ctx.actor.handle, ctx.source, text)
-        token = COMMAND.set(draft)
+        token, started = COMMAND.set(draft), time.monotonic()
         try:
             reply = await command.run(ctx, args)
         except InvalidInput as exc:
@@ -242,6 +249,8 @@ class Router:
             )
         finally:
             COMMAND.reset(token)
+            if self.observe is not None:
+                self.observe(command.name, time.monotonic() - started)
         if draft is not None:
             # The reply's own text is the detail: an action's answer from the API, or
             # why it was rejected.

@@ -39,6 +39,7 @@ from bot.domain.durations import format_duration, humanize
 from bot.domain.incident import late_text
 from bot.messages import Destination
 from bot.oncall import OnCall
+from bot.outbox import Fenced
 from bot.settings import Config
 from bot.store import Store
 from bot.store.models import Incident, Timer
@@ -46,6 +47,7 @@ from bot.timer_plan import TimerPlan
 from bot.views import IncidentViews
 
 if TYPE_CHECKING:
+    from bot.delivery import FenceCheck
     from bot.outbox import Poster
 
 log = logging.getLogger("pira.timers")
@@ -101,8 +103,12 @@ class Timers:
         poster: Poster,
         views: IncidentViews,
         notify: Callable[[], None] = lambda: None,
+        fence: Callable[[], FenceCheck | None] = lambda: None,
     ) -> None:
         self.store = store
+        # The lease the firing runs under: a timer is marked fired only while this
+        # replica still holds the lease it started with (bot/leader.py).
+        self.fence = fence
         self.config = config
         self.clock = clock
         self.oncall = oncall
@@ -156,12 +162,18 @@ class Timers:
         for timer_id in ids:
             try:
                 fired += self._fire_one(timer_id)
+            except Fenced as exc:  # no longer the leader: the new one fires the rest
+                log.warning("timers stopped: fenced", extra={"why": str(exc)})
+                break
             except Exception:  # one bad timer must not hold back the others
                 log.exception("timer failed", extra={"timer": timer_id})
         return fired
 
     def _fire_one(self, timer_id: int) -> int:
         with self.store.transaction() as s:
+            fence = self.fence()
+            if fence is not None:
+                fence.check(s)
             timer = s.get(Timer, timer_id, with_for_update=True)
             if timer is None or timer.fired_at is not None or timer.cancelled_at is not None:
                 return 0

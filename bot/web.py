@@ -26,6 +26,7 @@ limits (defaults below; each is a constructor argument of :class:`WebServer`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -179,6 +180,7 @@ class WebServer:
         registry: CollectorRegistry,
         *,
         ping: Callable[[], Awaitable[None]],
+        render_metrics: Callable[[], Awaitable[bytes]] | None = None,
         header_timeout: float = HEADER_TIMEOUT,
         body_timeout: float = BODY_TIMEOUT,
         keepalive_timeout: float = KEEPALIVE_TIMEOUT,
@@ -187,6 +189,9 @@ class WebServer:
     ) -> None:
         self.ping = ping  # raises when the database cannot be reached (/readyz)
         self.registry = registry
+        # GET /metrics: the registry's exposition made off the event loop (its
+        # collectors may query the database, bot/metrics.py); None: made here, inline.
+        self.render_metrics = render_metrics
         self.limits = _Limits(
             registry,
             header_timeout=header_timeout,
@@ -221,7 +226,10 @@ class WebServer:
         return web.json_response({"status": "ready"})
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.registry)
+        if self.render_metrics is not None:
+            body = await self.render_metrics()
+        else:
+            body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # ---- limits ----------------------------------------------------------------
@@ -325,3 +333,6 @@ class WebServer:
         if self._listener is not None:
             await self._listener.wait_closed()
             self._listener = None
+        # The registry may outlive this server (the App's): a next server counts anew.
+        with contextlib.suppress(KeyError):
+            self.registry.unregister(self.limits.cut)

@@ -30,6 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.adapters import slack_format as fmt
 from bot.adapters.deps import ChatDeps
 from bot.adapters.slack_answers import SlackAnswers
+from bot.adapters.slack_http import fenced_session
 from bot.adapters.slack_send import SlackSender
 from bot.domain.incident import clean
 from bot.messages import Destination, Message, Room
@@ -112,6 +113,7 @@ class SlackAdapter:
     # ---- lifecycle -------------------------------------------------------
 
     async def start(self, web: WebServer) -> None:
+        self.client.session = fenced_session(float(self.client.timeout))
         await self._identify()
         env = self.env
         secret = env.slack_signing_secret
@@ -168,6 +170,8 @@ class SlackAdapter:
             log.info("slack listening on /slack/events", extra={"commands": len(names)})
 
     async def stop(self) -> None:
+        if self.client.session is not None:
+            await self.client.session.close()
         if self._socket is not None:
             with contextlib.suppress(Exception):
                 await self._socket.close_async()

@@ -97,8 +97,15 @@ class SlackSender:
         channel, thread = await self._target(message)
         parts = fmt.split_message(message.text)
         done: dict[int, str] = {}
-        if message.key in self._uncertain:
-            done = await self._find_posted(message.key, channel, thread)
+        # A post whose fate is unknown — an answer lost in this process, or an attempt
+        # recorded by a process killed since (or a leader paused past its lease) — is
+        # looked for in the channel before it is sent again.
+        since = self._uncertain.get(message.key)
+        if since is None and message.attempted_at is not None:
+            since = message.attempted_at.timestamp()
+        if since is not None:
+            done = await self._find_posted(message.key, channel, thread, since)
+        admitted = message.admitted
         refs: list[str] = []
         posted_in = self._dm_channels.get(channel, channel)
         for i, part in enumerate(parts):
@@ -107,6 +114,9 @@ class SlackSender:
                 continue
             buttons = message.buttons if i == len(parts) - 1 else ()
             async with self._paced(channel):
+                if admitted is not None:  # recorded before the first request (Fenced: stop)
+                    await admitted()
+                    admitted = None
                 try:
                     found = await self.client.chat_postMessage(
                         channel=channel,
@@ -194,12 +204,19 @@ class SlackSender:
             self._uncertain.setdefault(key, time.time())
         return DeliveryError(reason)
 
-    async def _find_posted(self, key: str, channel: str, thread: str | None) -> dict[int, str]:
+    async def _find_posted(
+        self, key: str, channel: str, thread: str | None, since: float
+    ) -> dict[int, str]:
         """Parts of ``key`` already in the channel (or thread), by the metadata key."""
-        since = self._uncertain[key] - 120
+        since -= 120
         cid = self._dm_channels.get(channel, channel)
-        if cid.startswith("U"):
-            return {}  # a DM never opened: no history to look in (and nothing arrived)
+        if cid.startswith("U"):  # a page by DM: its channel (after a restart, unknown here)
+            try:
+                opened = await self.client.conversations_open(users=cid)
+                cid = self._dm_channels[channel] = str(opened["channel"]["id"])
+            except Exception as exc:  # a page must go out: sent, at the risk of a double
+                log.warning("slack: cannot open the DM to look", extra={"error": str(exc)[:120]})
+                return {}
         found: dict[int, str] = {}
         cursor = None
         try:

@@ -60,6 +60,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# PostgreSQL ends a session whose transaction has been idle this long (its locks go
+# with it). PIRA's transactions never wait on anything but the database, so only a
+# frozen process (SIGSTOP, a stalled VM) holds one open: without this, a frozen
+# leader in the middle of a commit would hold the lease row and block the failover.
+IDLE_IN_TRANSACTION = "5s"
+
+
+def _postgres_session(dbapi_connection: Any, _record: Any) -> None:
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'")
+    dbapi_connection.commit()
+
+
 class Store:
     """Owns the engine; ``with store.transaction() as s:`` is one atomic unit of work."""
 
@@ -68,6 +81,8 @@ class Store:
         self.engine: Engine = create_engine(url, pool_pre_ping=True, future=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        elif self.engine.dialect.name == "postgresql":
+            event.listen(self.engine, "connect", _postgres_session)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._threads = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="pira-db")
         self.strict = os.environ.get(STRICT_ENV, "") == "1"

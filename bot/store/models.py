@@ -133,8 +133,14 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error: Mapped[str | None] = mapped_column(Text)
     remote_ref: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Set when a send is admitted by the platform's rate limiter: an attempted post
+    # may have arrived and is looked up before it is sent again.
+    attempted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_lane", "status", "platform", "destination", "id"),
+    )
 
 
 class Confirmation(Base):
@@ -221,3 +227,6 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(50), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The fencing token: +1 each time the lease changes hands. Work started under one
+    # generation commits only while the lease is still at it.
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

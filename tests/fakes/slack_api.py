@@ -133,6 +133,7 @@ class FakeSlack(FakeServer):
         "conversations.join": "channels:join",
         "conversations.history": "channels:history",
         "conversations.list": "channels:read",
+        "conversations.open": "im:write",
         "chat.postMessage": "chat:write",
         "users.info": "users:read",
     }
@@ -478,6 +479,7 @@ class FakeSlack(FakeServer):
             "conversations.list": self._conv_list,
             "conversations.history": self._conv_history,
             "conversations.replies": self._conv_replies,
+            "conversations.open": self._conv_open,
             "users.info": self._users_info,
             "views.open": self._views_open,
         }
@@ -688,6 +690,14 @@ class FakeSlack(FakeServer):
             if (oldest < t < latest) or (inclusive and t in (oldest, latest)):
                 msgs.append(m)
         return {**self._page(msgs, p), "pin_count": 0}
+
+    def _conv_open(self, p: JSONDict) -> JSONDict:
+        """The DM with ``users`` (one user id), opened if it was not (im:write)."""
+        user = str(p.get("users") or "")
+        if user not in self.users:
+            raise SlackError("user_not_found")
+        dm = self._channel({"channel": user}, for_post=True)
+        return {"channel": {"id": dm.id}, "already_open": True}
 
     def _conv_replies(self, p: JSONDict) -> JSONDict:
         ch = self._channel(p)

@@ -15,10 +15,11 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.adapters.slack import SlackAdapter
+from bot.adapters.slack_format import post_metadata
 from bot.app import App
 from bot.clock import FakeClock
 from bot.messages import Button, Destination
-from bot.outbox import Outbound, enqueue
+from bot.outbox import Fenced, Outbound, enqueue
 from bot.settings import Channel, Channels, Config, Person
 from bot.store.models import OutboxMessage
 from tests.fakes.slack_api import FakeSlack, SlidingWindow
@@ -245,3 +246,65 @@ async def test_429_retry_after_is_honoured(make_app: Callable[..., App], slack: 
         assert row is not None and row.status == "pending"
         assert row.next_attempt_at == clock.now() + timedelta(seconds=7)
     app.store.dispose()
+
+
+class Lapsed:
+    """A lease this replica no longer holds (its deadline passed)."""
+
+    def valid(self) -> bool:
+        return False
+
+    def check(self, s: object) -> None:
+        raise Fenced("lapsed")
+
+
+async def test_a_replica_whose_lease_lapsed_sends_and_marks_nothing(
+    make_app: Callable[..., App], slack: FakeSlack
+) -> None:
+    slack.enable_rate_limits(False)
+    clock = FakeClock()
+    app = await started(make_app, slack, clock)
+    app.outbox.fence = Lapsed
+    enqueue_posts(app, ["one", "two"], Destination.incidents())
+    try:
+        assert await app.outbox.deliver_due() == 0
+    finally:
+        app.store.dispose()
+    assert slack.calls("chat.postMessage") == []
+    with app.store.read() as s:
+        rows = list(s.scalars(select(OutboxMessage)))
+    assert [(r.status, r.attempts, r.attempted_at) for r in rows] == [("pending", 0, None)] * 2
+
+
+async def test_a_post_attempted_before_a_restart_is_found_not_sent_again(
+    make_app: Callable[..., App], slack: FakeSlack
+) -> None:
+    """An earlier process recorded the attempt and Slack stored the post, then the
+    process died before it heard back: the next delivery looks in the channel first."""
+    slack.enable_rate_limits(False)
+    clock = FakeClock()
+    app = await started(make_app, slack, clock)
+    enqueue_posts(app, ["landed before the crash", "never attempted"], Destination.incidents())
+    first = slack.messages("C0INCIDENTS")
+    adapter = app.adapters["slack"]
+    assert isinstance(adapter, SlackAdapter) and first == []
+    landed = await adapter.client.chat_postMessage(
+        channel="C0INCIDENTS",
+        text="landed before the crash",
+        metadata=post_metadata("test:0@slack", 0),
+    )
+    with app.store.transaction() as s:
+        row = s.scalar(select(OutboxMessage).where(OutboxMessage.key == "test:0@slack"))
+        assert row is not None
+        row.attempted_at = clock.now()
+    try:
+        assert await app.outbox.deliver_due() == 2
+    finally:
+        app.store.dispose()
+    texts = [m["text"] for m in slack.messages("C0INCIDENTS")]
+    assert texts == ["landed before the crash", "never attempted"]  # each once, in order
+    with app.store.read() as s:
+        rows = {r.key: r for r in s.scalars(select(OutboxMessage))}
+    ref = rows["test:0@slack"].remote_ref
+    assert ref is not None and ref["ts"] == landed["ts"]
+    assert rows["test:1@slack"].attempted_at is not None  # recorded before its request

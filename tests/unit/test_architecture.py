@@ -31,6 +31,7 @@ SERVICES = {
     "bot/rooms.py",
     "bot/audit.py",
     "bot/incident_posts.py",
+    "bot/metrics.py",
 }
 SDKS = ("telegram", "slack_sdk", "slack_bolt", "kubernetes", "prometheus_api_client")
 MAX_LINES = 400
