@@ -6,10 +6,12 @@ time). PTB's ``Bot`` is used directly rather than ``Application``: PIRA has its 
 router, and owning the update loop keeps the processing order and shutdown explicit.
 
 Sending: outbox posts through :class:`ChatSender` (rate limits, splitting, lost-answer
-probing; see telegram_send.py). Command replies are sent directly, not through the
-outbox: a reply answers the person now (it has no Destination the outbox could name —
-"this chat, this topic"), it changes no state, and it shares the same per-chat lock and
-rate limiter, so it neither breaks room order nor the platform's limits.
+probing; see telegram_send.py and telegram_limits.py); a post's ``admitted`` hook is
+awaited once its first message is admitted by the rate limiter, before it is sent.
+Command replies are sent directly, not through the outbox: a reply answers the person
+now (it has no Destination the outbox could name — "this chat, this topic"), it changes
+no state, and it shares the same per-chat lock and rate limiter, so it neither breaks
+room order nor the platform's limits.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pira.telegram")
 
 TELEGRAM_API = "https://api.telegram.org"
+SPARE_CONNECTIONS = 8  # HTTP connections beyond the rate limiter's requests in flight
 _SECRET_OK = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _TAGS = re.compile(r"<[^>]+>")
 
@@ -86,11 +89,15 @@ class TelegramAdapter:
         base = (env.telegram_api_url or TELEGRAM_API).rstrip("/")
         # PTB appends the token to base_url: {base}/bot{token}/{method}
         base_url = base if base.endswith("/bot") else f"{base}/bot"
+        limits = limits or Limits()
         self.bot = PtbBot(
             env.telegram_token,
             base_url=base_url,
             request=HTTPXRequest(
-                connection_pool_size=32,
+                # Every request the rate limiter lets fly at once, and room for those it
+                # does not count (button answers, getChat, createForumTopic, …): a request
+                # admitted on time must not wait here for a connection and leave late.
+                connection_pool_size=limits.in_flight + SPARE_CONNECTIONS,
                 connect_timeout=5.0,
                 read_timeout=send_timeout,
                 write_timeout=send_timeout,
@@ -355,6 +362,7 @@ class TelegramAdapter:
             thread_id=thread,
             reply_to=reply_to,
             key=message.key,
+            admitted=message.admitted,
         )
         await self.rooms.remember(chat_id, list(sent.message_ids), message)
         return sent.ref()

@@ -29,16 +29,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from telegram import Bot, ForceReply, InlineKeyboardMarkup, LinkPreviewOptions, ReplyParameters
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, NetworkError, TelegramError
+from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
-from bot.adapters.telegram_errors import as_delivery_error, is_not_modified, not_sent
+from bot.adapters.telegram_errors import (
+    as_delivery_error,
+    is_not_modified,
+    not_sent,
+    retry_after_seconds,
+)
 from bot.adapters.telegram_format import keyboard_rows, split_text
-from bot.adapters.telegram_limits import Limits, RateLimiter
+from bot.adapters.telegram_limits import Limits, RateLimiter, Slot
 
 # Importable from here as before (bot/adapters/telegram.py and tests use them).
 __all__ = [
@@ -72,6 +78,18 @@ class Sent:
         }
 
 
+class _Once:
+    """``Outbound.admitted``, awaited before the first ``sendMessage`` of a post only."""
+
+    def __init__(self, hook: Callable[[], Awaitable[None]] | None) -> None:
+        self.hook = hook
+
+    async def __call__(self) -> None:
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            await hook()
+
+
 class ChatSender:
     """All sends to Telegram go through here: one at a time per chat, rate limited,
     split, and verified by probing when an answer was lost."""
@@ -103,11 +121,16 @@ class ChatSender:
         reply_to: int | None = None,
         key: str | None = None,
         max_wait: float = 3.0,
+        admitted: Callable[[], Awaitable[None]] | None = None,
     ) -> Sent:
         """Send ``text`` (split if long; the keyboard on the first part). With ``key``
-        (an outbox row), parts already sent by an earlier attempt are not sent again."""
+        (an outbox row), parts already sent by an earlier attempt are not sent again.
+        ``admitted`` (``Outbound.admitted``) is awaited once, when the rate limiter has
+        admitted the first ``sendMessage`` of this call, right before it; what it raises
+        (``Fenced``) propagates and nothing is sent."""
         parts = split_text(text)
         done = self._progress.setdefault(key, []) if key else []
+        once = _Once(admitted)
         for index in range(len(done), len(parts)):
             token = f"{key}#{index}" if key else None
             mid = await self._send_one(
@@ -118,6 +141,7 @@ class ChatSender:
                 reply_to=reply_to,
                 token=token,
                 max_wait=max_wait,
+                admitted=once,
             )
             done.append(mid)
         if key:
@@ -134,6 +158,7 @@ class ChatSender:
         reply_to: int | None,
         token: str | None,
         max_wait: float,
+        admitted: _Once,
     ) -> int:
         async with self._lock(chat_id):
             if token is not None and token in self._uncertain:
@@ -141,33 +166,48 @@ class ChatSender:
                 del self._uncertain[token]
                 if found is not None:
                     return found
-            slot = await self.limiter.acquire(chat_id, max_wait)
-            before = self._frontier.get(chat_id)
-            try:
-                message = await self.bot.send_message(
-                    chat_id,
-                    text,
-                    parse_mode=ParseMode.HTML,
-                    reply_markup=markup,
-                    message_thread_id=thread_id,
-                    reply_parameters=(
-                        ReplyParameters(reply_to, allow_sending_without_reply=True)
-                        if reply_to
-                        else None
-                    ),
-                    link_preview_options=LinkPreviewOptions(is_disabled=True),
-                    read_timeout=self.send_timeout,
-                    write_timeout=self.send_timeout,
-                )
-            except TelegramError as exc:
-                self.limiter.done(chat_id, slot)
-                uncertain = isinstance(exc, NetworkError) and not isinstance(exc, BadRequest)
-                if uncertain and not not_sent(exc):
-                    return await self._after_lost_answer(chat_id, before, text, markup, token, exc)
-                raise as_delivery_error(exc, "sendMessage") from exc
-            self.limiter.done(chat_id, slot)
-            self.saw(chat_id, message.message_id)
-            return message.message_id
+            async with self.limiter.slot(chat_id, max_wait) as slot:
+                await admitted()  # the first send of the post: recorded, or Fenced
+                return await self._post(chat_id, text, markup, thread_id, reply_to, token, slot)
+
+    async def _post(
+        self,
+        chat_id: int,
+        text: str,
+        markup: InlineKeyboardMarkup | ForceReply | None,
+        thread_id: int | None,
+        reply_to: int | None,
+        token: str | None,
+        slot: Slot,
+    ) -> int:
+        """One ``sendMessage`` in its rate-limit slot (under the chat's lock)."""
+        before = self._frontier.get(chat_id)
+        slot.go()
+        try:
+            message = await self.bot.send_message(
+                chat_id,
+                text,
+                parse_mode=ParseMode.HTML,
+                reply_markup=markup,
+                message_thread_id=thread_id,
+                reply_parameters=(
+                    ReplyParameters(reply_to, allow_sending_without_reply=True)
+                    if reply_to
+                    else None
+                ),
+                link_preview_options=LinkPreviewOptions(is_disabled=True),
+                read_timeout=self.send_timeout,
+                write_timeout=self.send_timeout,
+            )
+        except TelegramError as exc:
+            if isinstance(exc, RetryAfter):  # the chat waits; the post retries after it
+                self.limiter.backoff(chat_id, retry_after_seconds(exc))
+            uncertain = isinstance(exc, NetworkError) and not isinstance(exc, BadRequest)
+            if uncertain and not not_sent(exc):
+                return await self._after_lost_answer(chat_id, before, text, markup, token, exc)
+            raise as_delivery_error(exc, "sendMessage") from exc
+        self.saw(chat_id, message.message_id)
+        return message.message_id
 
     async def _after_lost_answer(
         self,
@@ -256,16 +296,16 @@ class ChatSender:
         so a timed-out edit is simply retried."""
         parts = split_text(text)
         body = parts[0] if len(parts) == 1 else parts[0].rstrip() + "\n…"
-        async with self._lock(chat_id):
-            slot = await self.limiter.acquire(chat_id, max_wait)
+        async with self._lock(chat_id), self.limiter.slot(chat_id, max_wait) as slot:
+            slot.go()
             try:
                 await self._edit_text(chat_id, message_id, body, markup)
             except TelegramError as exc:
                 if is_not_modified(exc):
                     return
+                if isinstance(exc, RetryAfter):
+                    self.limiter.backoff(chat_id, retry_after_seconds(exc))
                 raise as_delivery_error(exc, "editMessageText") from exc
-            finally:
-                self.limiter.done(chat_id, slot)
 
     async def _edit_text(
         self, chat_id: int, message_id: int, text: str, markup: InlineKeyboardMarkup | None

@@ -22,7 +22,7 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from bot.store.models import OutboxMessage
 from tests.conftest import PG_URL, fresh_database
 from tests.fakes.payloads import slack_signed_headers, slack_slash_command_body
 from tests.fakes.slack_api import FakeSlack
+from tests.fakes.telegram_api import FakeTelegram
 from tests.support.replicas import Replicas
 
 pytestmark = pytest.mark.slow
@@ -94,17 +95,21 @@ def posted_keys(slack: FakeSlack) -> collections.Counter[tuple[str, int]]:
     return found
 
 
-def outbox(url: str) -> list[OutboxMessage]:
+def outbox(url: str, platform: str | None = "slack") -> list[OutboxMessage]:
+    """The outbox's rows (of ``platform``; every platform's with None)."""
+    query = select(OutboxMessage)
+    if platform is not None:
+        query = query.where(OutboxMessage.platform == platform)
     engine = create_engine(url)
     try:
         with Session(engine) as s:
-            return list(s.scalars(select(OutboxMessage).where(OutboxMessage.platform == "slack")))
+            return list(s.scalars(query))
     finally:
         engine.dispose()
 
 
-def all_sent(url: str) -> bool:
-    rows = outbox(url)
+def all_sent(url: str, platform: str | None = "slack") -> bool:
+    rows = outbox(url, platform)
     return bool(rows) and all(r.status == "sent" for r in rows)
 
 
@@ -130,30 +135,40 @@ def tally(url: str, slack: FakeSlack) -> tuple[int, int, int]:
     return posts, doubled, lost
 
 
-@pytest.fixture
-def group_of(tmp_path: Path) -> Iterator[Any]:
-    made: list[Replicas] = []
+def bot_group(
+    url: str, workdir: Path, count: int, env: dict[str, str], config: dict[str, Any] | None = None
+) -> Replicas:
+    """``count`` ``pira run`` processes on ``url`` (kill them by leaving the ``with``),
+    with ``config`` (else the one above) and the chat platforms' variables ``env``."""
+    return Replicas(
+        db_url=url, workdir=workdir, count=count, config=config or CONFIG, extra_env=env
+    )
 
-    def make(url: str, slack: FakeSlack, count: int, run: int) -> Replicas:
-        group = Replicas(
-            db_url=url,
-            workdir=tmp_path / f"run{run}",
-            count=count,
-            config=CONFIG,
-            extra_env={
-                "PIRA_SLACK_BOT_TOKEN": slack.bot_token,
-                "PIRA_SLACK_SIGNING_SECRET": SECRET,
-                "PIRA_SLACK_API_URL": slack.url,
-            },
-        )
-        made.append(group)
-        return group
 
-    try:
-        yield make
-    finally:
-        for group in made:
-            group.close()
+def slack_env(slack: FakeSlack) -> dict[str, str]:
+    return {
+        "PIRA_SLACK_BOT_TOKEN": slack.bot_token,
+        "PIRA_SLACK_SIGNING_SECRET": SECRET,
+        "PIRA_SLACK_API_URL": slack.url,
+    }
+
+
+Scenario = Callable[[Replicas, FakeSlack, str, int], tuple[int, int, int]]
+
+
+def runs(tmp_path: Path, count: int, scenario: Scenario) -> Count:
+    """``scenario`` RUNS times, each on a database, a fake Slack and processes of its
+    own (the processes end before their database does)."""
+    total = Count()
+    for run in range(RUNS):
+        (tmp_path / f"db{run}").mkdir()
+        with (
+            FakeSlack.in_thread() as slack,
+            fresh_database(tmp_path / f"db{run}") as url,
+            bot_group(url, tmp_path / f"run{run}", count, slack_env(slack)) as group,
+        ):
+            total.add(*scenario(group, slack, url, run))
+    return total
 
 
 def kill_run(group: Replicas, slack: FakeSlack, url: str, run: int) -> tuple[int, int, int]:
@@ -212,37 +227,82 @@ def pause_run(group: Replicas, slack: FakeSlack, url: str, run: int) -> tuple[in
 
 
 @pytest.mark.parametrize("replicas", [1, 2])
-def test_kill9_while_slack_holds_the_answer_of_a_stored_post(
-    replicas: int, group_of: Any, tmp_path: Path
-) -> None:
+def test_kill9_while_slack_holds_the_answer_of_a_stored_post(replicas: int, tmp_path: Path) -> None:
     if replicas == 2 and not PG_URL:
         pytest.skip("two replicas need PostgreSQL (PIRA_TEST_DATABASE_URL)")
-    count = Count()
-    for run in range(RUNS):
-        (tmp_path / f"db{run}").mkdir()
-        with (
-            FakeSlack.in_thread() as slack,
-            fresh_database(tmp_path / f"db{run}") as url,
-            group_of(url, slack, replicas, run) as group,  # ends before its database
-        ):
-            count.add(*kill_run(group, slack, url, run))
+    count = runs(tmp_path, replicas, kill_run)
     print(f"\nkill -9, {replicas} replica(s): {count}")
     assert count.runs == RUNS and count.posts > 0
     assert (count.doubled, count.lost) == (0, 0), count
 
 
-def test_a_leader_paused_past_its_lease_sends_nothing_twice(group_of: Any, tmp_path: Path) -> None:
+def test_a_leader_paused_past_its_lease_sends_nothing_twice(tmp_path: Path) -> None:
     if not PG_URL:
         pytest.skip("two replicas need PostgreSQL (PIRA_TEST_DATABASE_URL)")
-    count = Count()
+    count = runs(tmp_path, 2, pause_run)
+    print(f"\nSIGSTOP past the lease, 2 replicas: {count}")
+    assert count.runs == RUNS and count.posts > 0
+    assert (count.doubled, count.lost) == (0, 0), count
+
+
+TELEGRAM_GROUP = -1001234567890
+
+
+def telegram_texts(tg: FakeTelegram) -> collections.Counter[str]:
+    with tg._lock:
+        return collections.Counter(
+            str(m.get("text", "")) for m in tg.messages.get(TELEGRAM_GROUP, {}).values()
+        )
+
+
+def test_kill9_while_telegram_holds_the_answer_measured(tmp_path: Path) -> None:
+    """Telegram has no history to look in: a post whose answer was lost to a kill -9
+    is sent again after the restart. Measured, not hidden: every post arrives (none
+    lost), and the doubles are counted and printed (the README gives a 50-run count)."""
+    posts = doubled = lost = 0
+    config = {
+        **CONFIG,
+        "channels": {"incidents": {"slack": "C0INCIDENTS", "telegram": str(TELEGRAM_GROUP)}},
+    }
     for run in range(RUNS):
         (tmp_path / f"db{run}").mkdir()
         with (
             FakeSlack.in_thread() as slack,
+            FakeTelegram.in_thread() as tg,
             fresh_database(tmp_path / f"db{run}") as url,
-            group_of(url, slack, 2, run) as group,  # ends before its database
+            bot_group(
+                url,
+                tmp_path / f"run{run}",
+                1,
+                {
+                    **slack_env(slack),
+                    "PIRA_TELEGRAM_TOKEN": tg.token,
+                    "PIRA_TELEGRAM_API_URL": tg.url,
+                },
+                config=config,
+            ) as group,
         ):
-            count.add(*pause_run(group, slack, url, run))
-    print(f"\nSIGSTOP past the lease, 2 replicas: {count}")
-    assert count.runs == RUNS and count.posts > 0
-    assert (count.doubled, count.lost) == (0, 0), count
+            tg.add_supergroup(TELEGRAM_GROUP, "Incidents")
+            group.start()
+            group.wait_ready(timeout=60)
+            tg.respond_late("sendMessage", 30, times=None)
+            slash(f"{group[0].url}/slack/events", f"p1 run {run} spark down")
+            wait_until(
+                "the announcement stored by Telegram",
+                lambda: any("spark down" in t for t in telegram_texts(tg)),
+                WAIT,
+            )
+            group.kill9(0)
+            tg.clear_faults()
+            group.restart(0)
+            wait_until("every post delivered", lambda: all_sent(url, None), WAIT)
+            texts = telegram_texts(tg)
+            rows = outbox(url, "telegram")
+            rows = [r for r in rows if not r.body.get("edit_of")]
+            posts += len(rows)
+            doubled += sum(n - 1 for n in texts.values() if n > 1)
+            lost += max(0, len(rows) - len(texts))
+            assert tally(url, slack)[1:] == (0, 0)  # Slack, in the same runs: exactly once
+    print(f"\nkill -9, Telegram: {RUNS} runs, {posts} posts, {doubled} doubled, {lost} lost")
+    assert posts > 0 and lost == 0
+    assert doubled <= RUNS * 2  # at most the posts in flight at the kill, once each

@@ -133,6 +133,27 @@ def bad_request(what: str) -> TelegramError:
     return TelegramError(400, f"Bad Request: {what}")
 
 
+class Bucket:
+    """A token bucket per key: ``limit`` events at once, then one every ``window``
+    seconds (GCRA). With ``limit`` 1 it is the sliding window of one per ``window``.
+    The interface of :class:`SlidingWindow`."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._due: dict[Any, float] = {}  # key → when its bucket is full again
+
+    def wait(self, key: Any, now: float) -> float:
+        due = self._due.get(key, now)
+        return max(0.0, due - (self.limit - 1) * self.window - now)
+
+    def add(self, key: Any, now: float) -> None:
+        self._due[key] = max(self._due.get(key, now), now) + self.window
+
+    def reset(self) -> None:
+        self._due.clear()
+
+
 class FakeTelegram(FakeServer):
     """Fake Telegram Bot API server.
 
@@ -148,7 +169,19 @@ class FakeTelegram(FakeServer):
         first_name: str = "PIRA",
         rate_limits: bool = False,
         require_https_webhook: bool = False,
+        chat_limit: tuple[int, float] = (1, 1.0),
+        group_limit: tuple[int, float] = (20, 60.0),
+        overall_limit: tuple[int, float] = (30, 1.0),
+        latency: float = 0.0,
     ) -> None:
+        """``rate_limits`` enforces Telegram's documented limits (429 + ``retry_after``):
+        ``chat_limit`` per chat, a bucket of (burst, seconds per message) (Telegram: about
+        one a second, "short bursts" tolerated, how short undocumented: ``(3, 1.0)``
+        models a burst of three), and sliding windows of (messages, seconds):
+        ``group_limit`` per group (20 a minute), ``overall_limit`` for the bot (30 a
+        second). Only the send methods count. ``latency``: seconds each request spends
+        on the network, half on the way in (before Telegram sees it), half on the way
+        back."""
         super().__init__()
         self.token = token
         self.bot_id = int(token.split(":", 1)[0])
@@ -156,6 +189,7 @@ class FakeTelegram(FakeServer):
         self.first_name = first_name
         self.rate_limits_enabled = rate_limits
         self.require_https_webhook = require_https_webhook
+        self.latency = latency
         self.chats: dict[int, JSONDict] = {}
         self.messages: dict[int, dict[int, JSONDict]] = {}
         self.topics: dict[int, dict[int, JSONDict]] = {}
@@ -170,9 +204,9 @@ class FakeTelegram(FakeServer):
         self._msg_ids: dict[int, itertools.count[int]] = {}
         self._update_event: asyncio.Event | None = None
         self._poll_generation = 0
-        self._chat_window = SlidingWindow(1, 1.0)
-        self._group_window = SlidingWindow(20, 60.0)
-        self._global_window = SlidingWindow(30, 1.0)
+        self._chat_window: Bucket | SlidingWindow = Bucket(*chat_limit)
+        self._group_window = SlidingWindow(*group_limit)
+        self._global_window = SlidingWindow(*overall_limit)
 
     # ---- URLs ----------------------------------------------------------------------------
 
@@ -401,7 +435,7 @@ class FakeTelegram(FakeServer):
             return 0.0
         chat = params.get("chat_id")
         now = time.monotonic()
-        windows: list[tuple[SlidingWindow, Any]] = [
+        windows: list[tuple[Bucket | SlidingWindow, Any]] = [
             (self._global_window, "global"),
             (self._chat_window, chat),
         ]
@@ -444,6 +478,8 @@ class FakeTelegram(FakeServer):
             params = await read_params(request, _tg_field)
         except ValueError:
             params = {}
+        if self.latency:
+            await asyncio.sleep(self.latency / 2)  # on the way in
         call = self._record(self._request_call(request, method, params, token))
 
         async def process() -> HttpReply:
@@ -464,7 +500,10 @@ class FakeTelegram(FakeServer):
                 return HttpReply(err.status, err.body, err.headers)
             return HttpReply(200, {"ok": True, "result": result})
 
-        return json_response(await self._pipeline(call, process))
+        reply = await self._pipeline(call, process)
+        if self.latency:
+            await asyncio.sleep(self.latency / 2)  # on the way back
+        return json_response(reply)
 
     def _handlers(self) -> dict[str, Callable[[JSONDict], Any]]:
         return {m: getattr(self, "_m_" + m) for m in self._METHOD_NAMES}

@@ -23,6 +23,7 @@ from bot.outbox import Fenced, Outbound, enqueue
 from bot.settings import Channel, Channels, Config, Person
 from bot.store.models import OutboxMessage
 from tests.fakes.slack_api import FakeSlack, SlidingWindow
+from tests.support.slack_rooms import fill_rooms
 
 CONFIG = Config(
     people={"alice": Person(name="Alice", slack="U0ALICE", roles=("responder",))},
@@ -82,7 +83,9 @@ async def drain(app: App, clock: FakeClock, limit: int = 2000) -> None:
             return
         await app.outbox.deliver_due()
         clock.advance(timedelta(minutes=10))
-    raise AssertionError(f"{pending(app)} posts still pending")
+    with app.store.read() as s:
+        errors = {r.error for r in s.scalars(select(OutboxMessage)) if r.status != "sent"}
+    raise AssertionError(f"{pending(app)} posts still pending: {sorted(map(str, errors))[:3]}")
 
 
 async def chaos(
@@ -308,3 +311,33 @@ async def test_a_post_attempted_before_a_restart_is_found_not_sent_again(
     ref = rows["test:0@slack"].remote_ref
     assert ref is not None and ref["ts"] == landed["ts"]
     assert rows["test:1@slack"].attempted_at is not None  # recorded before its request
+
+
+async def test_twenty_rooms_each_in_order_none_holding_back_another(
+    make_app: Callable[..., App], slack: FakeSlack
+) -> None:
+    """20 rooms × 30 posts against a fake that allows one post per channel per 50 ms
+    (Slack's 1/s, scaled) and answers 429 + Retry-After beyond it; one room is held
+    back by a 429 (Retry-After 2 s): the others go on. benchmarks/bench_slack_lanes.py runs the
+    same at Slack's real pace and reports the rate."""
+    slack._channel_window = SlidingWindow(1, 0.05)
+    clock = FakeClock()
+    app = await started(make_app, slack, clock)
+    expected = await fill_rooms(app, slack, rooms=20, posts=30)
+    adapter = app.adapters["slack"]
+    assert isinstance(adapter, SlackAdapter)
+    adapter.sender.interval = 0.05
+    slow = next(iter(expected))
+    slack.rate_limit("chat.postMessage", retry_after=2)  # the first post, of some room
+    try:
+        delivered = await app.outbox.deliver_due()
+        stuck = pending(app)
+        await drain(app, clock)  # the clock jumps past the back-off
+    finally:
+        app.store.dispose()
+    assert delivered == 20 * 30 - stuck and 0 < stuck <= 30  # only one lane waited
+    for channel, texts in expected.items():
+        got = [m["text"] for m in slack.messages(channel)]
+        assert got == texts, (channel, channel == slow, len(got))
+    limited = [c for c in slack.calls("chat.postMessage") if c.outcome == "ratelimited"]
+    assert len(limited) == 1  # the injected one: the adapter kept every room to its pace

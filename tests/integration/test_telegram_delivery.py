@@ -6,19 +6,20 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from bot.adapters.telegram import TelegramAdapter
-from bot.adapters.telegram_send import Limits, RateLimiter, split_text
+from bot.adapters.telegram_send import Limits, split_text
 from bot.app import App
 from bot.messages import Destination
-from bot.outbox import enqueue
+from bot.outbox import Fenced, Outbound, enqueue
 from bot.settings import Config
 from bot.store.models import OutboxMessage
 from tests.fakes.slack_api import SlidingWindow
-from tests.fakes.telegram_api import FakeTelegram
+from tests.fakes.telegram_api import Bucket, FakeTelegram
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"
@@ -62,7 +63,7 @@ async def tg() -> AsyncIterator[FakeTelegram]:
     async with FakeTelegram() as fake:
         fake.add_private_chat(ALICE_ID, "alice")
         fake.add_supergroup(-1001111111111, "Incidents")
-        fake._chat_window = SlidingWindow(*FAST.per_chat)
+        fake._chat_window = Bucket(*FAST.per_chat)
         fake._group_window = SlidingWindow(*FAST.per_group)
         fake._global_window = SlidingWindow(*FAST.overall)
         fake.enable_rate_limits()
@@ -191,12 +192,62 @@ def test_split_text_never_cuts_a_tag_or_entity() -> None:
     assert split_text("short") == ["short"]
 
 
-def test_rate_limiter_windows() -> None:
-    limiter = RateLimiter(Limits(margin=0))
-    assert limiter.wait(-100, 0.0) == 0
-    assert limiter.wait(-100, 0.5) == pytest.approx(0.5)  # one a second per chat
-    assert limiter.wait(5, 0.5) == 0  # another chat is not held back
-    for t in range(1, 20):
-        assert limiter.wait(-100, float(t)) == 0
-    assert limiter.wait(-100, 20.0) == pytest.approx(40.0)  # 20 a minute per group
-    assert limiter.wait(7, 20.0) == 0  # a private chat has no group window
+def outbound(key: str, text: str, **extra: Any) -> Outbound:
+    return Outbound(
+        key=key,
+        destination=Destination.dm("alice"),
+        text=text,
+        buttons=(),
+        incident=None,
+        template="text",
+        data={"text": text},
+        **extra,
+    )
+
+
+async def test_fenced_admission_sends_nothing(
+    make_app: Callable[..., App], tg: FakeTelegram
+) -> None:
+    async def fenced() -> None:
+        raise Fenced("another replica holds the lease")
+
+    async with delivering(make_app, tg) as (_app, adapter):
+        with pytest.raises(Fenced):
+            await adapter.deliver(outbound("f:1@telegram", "never", admitted=fenced))
+        assert tg.calls("sendMessage") == []
+        # nothing is left half-done: the next post goes out as usual
+        ref = await adapter.deliver(outbound("f:2@telegram", "after"))
+    assert [m["text"] for m in tg.sent_messages(ALICE_ID)] == ["after"]
+    assert ref is not None and len(ref["message_ids"]) == 1
+
+
+async def test_admitted_once_before_the_first_send_and_not_for_edits(
+    make_app: Callable[..., App], tg: FakeTelegram
+) -> None:
+    long_text = "\n".join(f"line {i:04d} " + "x" * 80 for i in range(120))  # three parts
+    seen: list[int] = []
+
+    async def admitted() -> None:
+        seen.append(len(tg.calls("sendMessage")))  # requests made before this moment
+
+    async def never() -> None:
+        raise AssertionError("an edit is idempotent: no admission to record")
+
+    async with delivering(make_app, tg) as (_app, adapter):
+        ref = await adapter.deliver(outbound("a:1@telegram", long_text, admitted=admitted))
+        assert ref is not None
+        edit = outbound("a:2@telegram", "edited", edit_of="a:1", original_ref=ref, admitted=never)
+        await adapter.deliver(edit)
+    assert seen == [0]  # once, before the first of the three sendMessage
+    assert len(tg.calls("sendMessage")) == 3
+    assert tg.sent_messages(ALICE_ID)[0]["text"] == "edited"
+
+
+async def test_outbox_records_the_attempt_of_each_post(
+    make_app: Callable[..., App], tg: FakeTelegram
+) -> None:
+    async with delivering(make_app, tg) as (app, _adapter):
+        post(app, ["one", "two", "three"], Destination.dm("alice"))
+        rows = await all_sent(app, 3, timeout=20)
+    assert [m["text"] for m in tg.sent_messages(ALICE_ID)] == ["one", "two", "three"]
+    assert all(r.status == "sent" and r.attempted_at is not None for r in rows)
