@@ -9,15 +9,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot import audit
 from bot.clock import Clock
 from bot.domain.incident import (
     MAX_TITLE,
@@ -26,6 +24,7 @@ from bot.domain.incident import (
     check_text,
 )
 from bot.domain.severity import SEVERITIES
+from bot.incident_change import Change, Outcome, Pager, TimerPlanner
 from bot.incident_posts import IncidentPosts
 from bot.incident_records import IncidentRecords
 from bot.messages import Destination
@@ -37,64 +36,6 @@ from bot.views import IncidentViews
 
 if TYPE_CHECKING:
     from bot.outbox import Poster
-
-
-class TimerPlanner(Protocol):
-    """Where an incident's durable timers are planned, re-planned and cancelled.
-    Called inside the verb's transaction."""
-
-    def on_declared(self, session: Session, incident: Incident, now: datetime) -> None: ...
-    def on_acknowledged(self, session: Session, incident: Incident, now: datetime) -> None: ...
-    def on_updated(self, session: Session, incident: Incident, now: datetime) -> None: ...
-    def on_severity_changed(self, session: Session, incident: Incident, now: datetime) -> None: ...
-    def on_resolved(self, session: Session, incident: Incident, now: datetime) -> None: ...
-
-
-class Pager(Protocol):
-    def page(
-        self,
-        s: Session,
-        *,
-        incident: Incident,
-        target: str,
-        reason: str,
-        key: str,
-        late: str | None = None,
-    ) -> str | None: ...
-
-
-@dataclass
-class _Change:
-    """One verb's transaction: the session, the incident, the moment, who and whence."""
-
-    s: Session
-    incident: Incident
-    now: datetime
-    by: Actor
-    source: str
-
-    def event(self, kind: str, text: str, *, outcome: str = "ok") -> TimelineEvent:
-        """A timeline line; the command that made it is audited in the same commit."""
-        audit.join(self.s, self.now, outcome, text)
-        ev = TimelineEvent(
-            incident_id=self.incident.id,
-            at=self.now,
-            actor=self.by.handle,
-            source=self.source,
-            kind=kind,
-            text=text,
-        )
-        self.s.add(ev)
-        self.s.flush()
-        return ev
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a verb did, for the reply to its caller."""
-
-    incident: Incident
-    text: str
 
 
 class Incidents:
@@ -140,12 +81,12 @@ class Incidents:
     @contextmanager
     def _change(
         self, number: int, by: Actor, source: str, *, must_be_open: bool = True
-    ) -> Iterator[_Change]:
+    ) -> Iterator[Change]:
         """The skeleton of a verb: one transaction around loading the incident, the
         change, its timeline line and its posts; the outbox woken after the commit."""
         with self.store.transaction() as s:
             load = self.records.load_open if must_be_open else self.records.load
-            yield _Change(s, load(s, number), self.clock.now(), by, source)
+            yield Change(s, load(s, number), self.clock.now(), by, source)
         self._notify()
 
     # ---- verbs -----------------------------------------------------------
@@ -230,7 +171,7 @@ class Incidents:
         )
         s.add(incident)
         s.flush()
-        _Change(s, incident, now, by, source).event("declared", f"declared [{severity}] {title}")
+        Change(s, incident, now, by, source).event("declared", f"declared [{severity}] {title}")
         data = self.views.post_data(incident, now)
         ack = self.views.buttons(incident)
         # A new number: its posts' keys cannot exist yet (no look-up, no autoflush).
@@ -317,13 +258,16 @@ class Incidents:
             self.posts.room(c.s, c.incident, text, f"commander:{ev.id}")
         return Outcome(c.incident, text)
 
-    def set_impact(self, *, number: int, text: str, by: Actor, source: str) -> Outcome:
-        text = check_text(text, "the impact")
+    def set_field(self, *, number: int, field: str, text: str, by: Actor, source: str) -> Outcome:
+        """A ticket field shown in every post: ``impact`` or ``affected``."""
+        if field not in ("impact", "affected"):
+            raise ValueError(field)
+        text = check_text(text, f"the {field}")
         with self._change(number, by, source) as c:
-            c.incident.impact = text
-            ev = c.event("impact", f"impact: {text}")
-            self.posts.room(c.s, c.incident, f"#{number} impact: {text}", f"impact:{ev.id}")
-        return Outcome(c.incident, f"#{number} impact recorded.")
+            setattr(c.incident, field, text)
+            ev = c.event(field, f"{field}: {text}")
+            self.posts.room(c.s, c.incident, f"#{number} {field}: {text}", f"{field}:{ev.id}")
+        return Outcome(c.incident, f"#{number} {field} recorded.")
 
     def resolve(
         self, *, number: int, root_cause: str, resolution: str | None, by: Actor, source: str
@@ -336,6 +280,7 @@ class Incidents:
             incident.resolved_at = c.now
             incident.root_cause = root_cause
             incident.resolution = resolution
+            c.remember("current_status", f"Resolved: {root_cause}")
             ev = c.event(
                 "resolved", f"resolved: {root_cause}" + (f" -- {resolution}" if resolution else "")
             )
@@ -374,6 +319,8 @@ class Incidents:
                 reason=reason,
                 key=f"inc{number}:page:{ev.id}",
             )
+            done = f"paged @{person} by hand" if person else f"could not page {target}"
+            c.remember("actions", f"{c.now:%H:%M} UTC {done}", append=True)
         return person
 
     def note(
@@ -390,11 +337,14 @@ class Incidents:
         """A timeline line (and a post in the incident room) from another part of PIRA."""
         with self._change(number, by, source, must_be_open=False) as c:
             ev = c.event(kind, text, outcome=outcome)
+            if kind == "action":  # the ticket's actions taken
+                c.remember("actions", f"{c.now:%H:%M} UTC {text}", append=True)
             if post:
                 self.posts.room(c.s, c.incident, text, f"{kind}:{ev.id}")
 
-    def _updated(self, c: _Change, text: str, ev: TimelineEvent) -> None:
-        """An Update posted: the next one is due from now."""
+    def _updated(self, c: Change, text: str, ev: TimelineEvent) -> None:
+        """An Update posted: the next one is due from now; the ticket's Current Status."""
         c.incident.last_update_at = c.now
+        c.remember("current_status", text)
         self.posts.update(c.s, c.incident, c.now, text, ev.id)
         self.timers.on_updated(c.s, c.incident, c.now)

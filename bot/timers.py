@@ -42,7 +42,7 @@ from bot.oncall import OnCall
 from bot.outbox import Fenced
 from bot.settings import Config
 from bot.store import Store
-from bot.store.models import Incident, Timer
+from bot.store.models import Incident, TimelineEvent, Timer
 from bot.timer_plan import TimerPlan
 from bot.views import IncidentViews
 
@@ -81,6 +81,12 @@ class Running:
     @classmethod
     def get(cls, key: str) -> Timers | None:
         return cls._by_key.get(key)
+
+
+def _whom(verb: str, person: str | None, target: str) -> str:
+    if person is None:
+        return f"could not page {target} (said in the room)"
+    return f"{verb} @{person}" + ("" if person == target else f" ({target})")
 
 
 def tick(key: str = "") -> None:
@@ -212,27 +218,33 @@ class Timers:
                     f"Step {timer.step + 1}/{len(chain)} of the ack chain: nobody "
                     f"acknowledged #{incident.number} in time."
                 )
-            self.oncall.page(
+            target = timer.target or "primary"
+            person = self.oncall.page(
                 s,
                 incident=incident,
-                target=timer.target or "primary",
+                target=target,
                 reason=reason,
                 key=key,
                 late=late,
                 once=timer.step > 0,
             )
+            self._timeline(s, incident, now, "paged", _whom("paged", person, target), late)
         elif timer.kind == "escalate":
             after = next((t.after for t in policy.escalate if t.to == timer.target), None)
             span = format_duration(after) if after is not None else "its deadline"
             reason = f"Escalation: #{incident.number} not resolved after {span}."
-            self.oncall.page(
+            target = timer.target or "team_lead"
+            person = self.oncall.page(
                 s,
                 incident=incident,
-                target=timer.target or "team_lead",
+                target=target,
                 reason=reason,
                 key=key,
                 late=late,
                 once=True,
+            )
+            self._timeline(
+                s, incident, now, "escalated", _whom("escalated to", person, target), late
             )
         elif timer.kind == "reminder":
             who = incident.commander or self.oncall.who("primary") or incident.reporter
@@ -255,8 +267,27 @@ class Timers:
                 overdue=humanize(now - incident.last_update_at - policy.update_every), late=late
             )
             self.poster.post(s, incident.id, Destination.incidents(), "overdue", data, key)
+            self._timeline(
+                s, incident, now, "overdue", f"update overdue by {data['overdue']}", late
+            )
             # Keep reminding until someone updates: the next cycle starts now.
             self.plan.rearm_reminder(s, incident, base=now, now=now)
+
+    @staticmethod
+    def _timeline(
+        s: Session, incident: Incident, now: datetime, kind: str, text: str, late: str | None
+    ) -> None:
+        """What a timer did, on the incident's timeline (its actor: the timer)."""
+        s.add(
+            TimelineEvent(
+                incident_id=incident.id,
+                at=now,
+                actor="timer",
+                source="timer",
+                kind=kind,
+                text=text + (f" ({late})" if late else ""),
+            )
+        )
 
     # ---- the scheduler (leader only) -------------------------------------------
 

@@ -50,8 +50,8 @@ class IncidentViews:
             "status_label": STATUS_LABELS[incident.status],
             "commander": incident.commander,
             "impact": incident.impact,
-            "current_status": details.get("current_status", "Investigating"),
-            "initial_actions": details.get("initial_actions"),
+            "current_status": details.get("current_status") or STATUS_LABELS[incident.status],
+            "initial_actions": _actions(details),
             "links": details.get("links", []),
             "alert_labels": details.get("labels", {}),
         }
@@ -74,3 +74,11 @@ class IncidentViews:
         if incident.acknowledged_at is None:
             offered.insert(0, Button("Acknowledge", f"/ack #{n}", "primary"))
         return tuple(offered)
+
+
+def _actions(details: dict[str, Any]) -> str | None:
+    """The actions taken, one line each (cluster actions, pages by hand), after any
+    initial actions given when the incident was declared."""
+    lines = [str(details["initial_actions"])] if details.get("initial_actions") else []
+    lines += [f"- {a}" for a in details.get("actions", [])]
+    return "\n".join(lines) or None

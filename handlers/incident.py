@@ -1,5 +1,5 @@
 """Declare and drive an incident: /incident /ack /status /update /severity /commander
-/impact /resolve /timeline /incidents."""
+/impact /affected /resolve /timeline /incidents."""
 
 from __future__ import annotations
 
@@ -225,7 +225,27 @@ def parse_impact(a: Args) -> TextArgs:
     role="responder",
 )
 async def impact(ctx: Context, args: TextArgs) -> Reply:
-    return await _verb(ctx, args.number, ctx.services.incidents.set_impact, text=args.text)
+    return await _verb(
+        ctx, args.number, ctx.services.incidents.set_field, field="impact", text=args.text
+    )
+
+
+def parse_affected(a: Args) -> TextArgs:
+    number = a.incident()
+    return TextArgs(number, a.text("who or what is affected"))
+
+
+@commands.add(
+    "affected",
+    usage="/affected [#N] <text>",
+    summary="record who or what is affected (the ticket's Affected)",
+    parse=parse_affected,
+    role="responder",
+)
+async def affected(ctx: Context, args: TextArgs) -> Reply:
+    return await _verb(
+        ctx, args.number, ctx.services.incidents.set_field, field="affected", text=args.text
+    )
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,10 @@ async def test_action_lands_on_the_open_incidents_timeline(
     await chat.confirmed("alice", "/scale executors 20")
     timeline = chat.text(await chat.say("alice", "/timeline #1"))
     assert "/scale executors 20 by alice: executors 10 → 20" in timeline
+    # ... and among the ticket's actions taken (issue 12: the record tells the truth)
+    ticket = chat.text(await chat.say("alice", "/incident #1"))
+    assert "UTC /scale executors 20 by alice: executors 10 → 20" in ticket
+    assert "None recorded yet" not in ticket
 
 
 async def test_action_in_an_incident_room_and_with_explicit_number(chat: Chat) -> None:
