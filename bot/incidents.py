@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.clock import Clock
+from bot.domain.categories import CATEGORIES, categorize
 from bot.domain.incident import (
     MAX_TITLE,
     STATUS_LABELS,
@@ -281,6 +282,7 @@ class Incidents:
             incident.root_cause = root_cause
             incident.resolution = resolution
             c.remember("current_status", f"Resolved: {root_cause}")
+            incident.category = categorize(root_cause)
             ev = c.event(
                 "resolved", f"resolved: {root_cause}" + (f" -- {resolution}" if resolution else "")
             )
@@ -289,6 +291,7 @@ class Incidents:
                 root_cause=root_cause,
                 resolution=resolution,
                 contact=incident.commander or by.handle,
+                category=CATEGORIES[incident.category],
             )
             self.posts.post(
                 c.s, incident, Destination.incidents(), "resolved", data, f"resolved:{ev.id}", ()
@@ -307,6 +310,14 @@ class Incidents:
             f"#{number} resolved after {data['duration']}. "
             "Schedule the post-incident review within 24–48 h.",
         )
+
+    def set_category(self, *, number: int, category: str, by: Actor, source: str) -> Outcome:
+        """The root cause's category, open or resolved (repeats are counted by it)."""
+        with self._change(number, by, source, must_be_open=False) as c:
+            old, c.incident.category = c.incident.category, category
+            label = CATEGORIES[category]
+            c.event("category", f"category: {CATEGORIES.get(old or '', 'none')} → {label}")
+        return Outcome(c.incident, f"#{number} root-cause category: {label}.")
 
     def page(self, *, number: int, target: str, reason: str, by: Actor, source: str) -> str | None:
         """Page a role or person by hand; returns who was paged (None: said in the room)."""

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bot.domain.categories import CATEGORIES, parse_category
 from bot.domain.durations import format_duration
 from bot.domain.incident import STATUS_LABELS, STATUSES, InvalidInput, duration_text
 from bot.incidents import Outcome
@@ -246,6 +247,29 @@ async def affected(ctx: Context, args: TextArgs) -> Reply:
     return await _verb(
         ctx, args.number, ctx.services.incidents.set_field, field="affected", text=args.text
     )
+
+
+@dataclass(frozen=True)
+class CategoryArgs:
+    number: int | None
+    category: str
+
+
+def parse_category_args(a: Args) -> CategoryArgs:
+    number = a.incident()
+    return CategoryArgs(number, parse_category(a.text("the category")))
+
+
+@commands.add(
+    "category",
+    usage=f"/category [#N] <{'|'.join(CATEGORIES)}>",
+    summary="set the root cause's category (counted for repeat incidents)",
+    parse=parse_category_args,
+    role="responder",
+)
+async def category(ctx: Context, args: CategoryArgs) -> Reply:
+    number = await ctx.incident(args.number, reading=True)
+    return await _verb(ctx, number, ctx.services.incidents.set_category, category=args.category)
 
 
 @dataclass(frozen=True)

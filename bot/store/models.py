@@ -54,6 +54,8 @@ class Incident(Base):
     source: Mapped[str] = mapped_column(String(20))
     commander: Mapped[str | None] = mapped_column(String(100))
     impact: Mapped[str | None] = mapped_column(Text)
+    # The root cause's category (bot/domain/categories.py), set at resolution.
+    category: Mapped[str | None] = mapped_column(String(30))
     affected: Mapped[str | None] = mapped_column(Text)
     # started: when the problem began (an alert's startsAt, else the declaration);
     # detected: when PIRA learned of it. MTTD = detected - started.

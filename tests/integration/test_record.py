@@ -62,3 +62,26 @@ async def test_the_ticket_follows_the_incident_and_the_timeline_holds_every_even
     assert ats == sorted(ats)
     timeline = d.text(await d.say("/timeline #1", "carol"))
     assert "escalated to @dave" in timeline and "paged @alice (primary)" in timeline
+
+
+async def test_the_root_cause_category_is_matched_shown_and_changeable(
+    world: tuple[App, Driver, FakeClock],  # noqa: F811
+) -> None:
+    app, d, _clock = world
+    await d.say("/incident p2 nightly batch failed", "carol")
+    await d.posts()
+    await d.say("/resolve #1 driver pod OOMKilled on the big join", "carol")
+    resolution = [p.text for p in await d.posts() if "Incident Resolved" in p.text]
+    assert resolution and "(category: Driver OOM)" in resolution[0]
+    assert (await app.store.run(app.incidents.get, 1)).category == "driver-oom"
+
+    wrong = await d.say("/category #1 cosmic rays", "carol")
+    assert not wrong.ok and "one of: driver-oom" in d.text(wrong)
+    assert (await app.store.run(app.incidents.get, 1)).category == "driver-oom"  # unchanged
+    changed = await d.say("/category #1 storage issue", "carol")  # after the resolution
+    assert changed.ok and "Storage Issue" in d.text(changed)
+    incident = await app.store.run(app.incidents.get, 1)
+    assert incident.category == "storage-issue"
+    assert incident.timeline[-1].text == "category: Driver OOM → Storage Issue"
+    refused = await d.say("/category #1 other", "dave")  # no responder role
+    assert not refused.ok
