@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -310,6 +310,20 @@ class Incidents:
             f"#{number} resolved after {data['duration']}. "
             "Schedule the post-incident review within 24–48 h.",
         )
+
+    def set_started(self, *, number: int, at: datetime, by: Actor, source: str) -> Outcome:
+        """When the problem really began (MTTD is measured from it); at the latest when
+        PIRA learned of it."""
+        with self._change(number, by, source, must_be_open=False) as c:
+            if at > c.incident.detected_at:
+                raise InvalidInput(
+                    f"#{number} was detected at {c.incident.detected_at:%Y-%m-%d %H:%M} UTC: "
+                    "it cannot have started after that"
+                )
+            c.incident.started_at = at
+            c.remember("start_known", True)
+            c.event("started", f"started at {at.astimezone(UTC):%Y-%m-%d %H:%M} UTC")
+        return Outcome(c.incident, f"#{number} started at {at:%Y-%m-%d %H:%M %Z}.")
 
     def set_category(self, *, number: int, category: str, by: Actor, source: str) -> Outcome:
         """The root cause's category, open or resolved (repeats are counted by it)."""

@@ -10,6 +10,7 @@ from typing import Any
 from bot.domain.categories import CATEGORIES, parse_category
 from bot.domain.durations import format_duration
 from bot.domain.incident import STATUS_LABELS, STATUSES, InvalidInput, duration_text
+from bot.domain.moments import parse_moment
 from bot.incidents import Outcome
 from bot.messages import Reply
 from bot.router import Args, CommandList, Context, UsageError
@@ -247,6 +248,25 @@ async def affected(ctx: Context, args: TextArgs) -> Reply:
     return await _verb(
         ctx, args.number, ctx.services.incidents.set_field, field="affected", text=args.text
     )
+
+
+def parse_started(a: Args) -> TextArgs:
+    number = a.incident()
+    return TextArgs(number, a.text("when it started (10m ago, 14:05, 2026-12-01 14:05)"))
+
+
+@commands.add(
+    "started",
+    usage="/started [#N] <10m ago | 14:05 | 2026-12-01 14:05>",
+    summary="when the incident really began (MTTD is measured from it)",
+    parse=parse_started,
+    role="responder",
+)
+async def started(ctx: Context, args: TextArgs) -> Reply:
+    config = ctx.services.config
+    at = parse_moment(args.text, now=ctx.services.clock.now(), tz=config.tz)
+    number = await ctx.incident(args.number, reading=True)
+    return await _verb(ctx, number, ctx.services.incidents.set_started, at=at)
 
 
 @dataclass(frozen=True)

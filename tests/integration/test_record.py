@@ -85,3 +85,23 @@ async def test_the_root_cause_category_is_matched_shown_and_changeable(
     assert incident.timeline[-1].text == "category: Driver OOM → Storage Issue"
     refused = await d.say("/category #1 other", "dave")  # no responder role
     assert not refused.ok
+
+
+async def test_started_sets_when_the_incident_began_never_after_its_detection(
+    world: tuple[App, Driver, FakeClock],  # noqa: F811
+) -> None:
+    app, d, clock = world
+    await d.say("/incident p1 metastore slow", "carol")
+    detected = (await app.store.run(app.incidents.get, 1)).detected_at
+    clock.advance(timedelta(minutes=30))
+    later = await d.say("/started #1 5m ago", "carol")  # after the detection
+    assert not later.ok and "cannot have started after that" in d.text(later)
+    assert (await app.store.run(app.incidents.get, 1)).started_at == detected  # unchanged
+    done = await d.say("/started #1 45m ago", "carol")
+    assert done.ok
+    incident = await app.store.run(app.incidents.get, 1)
+    assert incident.started_at == detected - timedelta(minutes=15)
+    assert (incident.details or {}).get("start_known") is True
+    assert incident.timeline[-1].kind == "started"
+    wrong = await d.say("/started #1 yesterday-ish", "carol")
+    assert not wrong.ok and "Not a time" in d.text(wrong)
