@@ -214,52 +214,43 @@ async def commander(ctx: Context, args: PersonArgs) -> Reply:
     return await _verb(ctx, number, ctx.services.incidents.set_commander, person=person)
 
 
-def parse_impact(a: Args) -> TextArgs:
-    number = a.incident()
-    return TextArgs(number, a.text("the impact"))
+def _ref_and_text(what: str) -> Callable[[Args], TextArgs]:
+    """A parser of ``[#N] <text>``, naming ``what`` the text is when it is missing."""
+
+    def parse(a: Args) -> TextArgs:
+        number = a.incident()
+        return TextArgs(number, a.text(what))
+
+    return parse
 
 
-@commands.add(
-    "impact",
-    usage="/impact [#N] <text>",
-    summary="record the impact, shown in every post",
-    parse=parse_impact,
-    role="responder",
-)
-async def impact(ctx: Context, args: TextArgs) -> Reply:
-    return await _verb(
-        ctx, args.number, ctx.services.incidents.set_field, field="impact", text=args.text
+def _field_command(field: str, what: str, summary: str) -> None:
+    """``/impact`` and ``/affected``: a ticket field, shown in every post."""
+
+    @commands.add(
+        field,
+        usage=f"/{field} [#N] <text>",
+        summary=summary,
+        parse=_ref_and_text(what),
+        role="responder",
     )
+    async def set_field(ctx: Context, args: TextArgs) -> Reply:
+        return await _verb(
+            ctx, args.number, ctx.services.incidents.set_field, field=field, text=args.text
+        )
 
 
-def parse_affected(a: Args) -> TextArgs:
-    number = a.incident()
-    return TextArgs(number, a.text("who or what is affected"))
-
-
-@commands.add(
-    "affected",
-    usage="/affected [#N] <text>",
-    summary="record who or what is affected (the ticket's Affected)",
-    parse=parse_affected,
-    role="responder",
+_field_command("impact", "the impact", "record the impact, shown in every post")
+_field_command(
+    "affected", "who or what is affected", "record who or what is affected (the ticket's Affected)"
 )
-async def affected(ctx: Context, args: TextArgs) -> Reply:
-    return await _verb(
-        ctx, args.number, ctx.services.incidents.set_field, field="affected", text=args.text
-    )
-
-
-def parse_started(a: Args) -> TextArgs:
-    number = a.incident()
-    return TextArgs(number, a.text("when it started (10m ago, 14:05, 2026-12-01 14:05)"))
 
 
 @commands.add(
     "started",
     usage="/started [#N] <10m ago | 14:05 | 2026-12-01 14:05>",
     summary="when the incident really began (MTTD is measured from it)",
-    parse=parse_started,
+    parse=_ref_and_text("when it started (10m ago, 14:05, 2026-12-01 14:05)"),
     role="responder",
 )
 async def started(ctx: Context, args: TextArgs) -> Reply:
