@@ -7,6 +7,7 @@ import logging
 
 from prometheus_client import CollectorRegistry
 
+from bot.action_items import ActionItems
 from bot.adapters.deps import ChatDeps
 from bot.alerts import AlertIngest
 from bot.clock import Clock, SystemClock
@@ -129,6 +130,7 @@ class App:
                 diagnostics=self.diagnostics,
                 actions=self.actions,
                 reads=self.reads,
+                action_items=ActionItems(store=self.store, clock=self.clock),
                 run=self.store.run,
             ),
             commands=commands,

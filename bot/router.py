@@ -26,6 +26,7 @@ from bot.people import Actor
 from bot.store.models import AuditEntry, Confirmation
 
 if TYPE_CHECKING:
+    from bot.action_items import ActionItems
     from bot.clock import Clock
     from bot.cluster_actions import ClusterActions
     from bot.cluster_reads import ClusterReads
@@ -70,8 +71,8 @@ class Services:
     diagnostics: Diagnostics
     actions: ClusterActions
     reads: ClusterReads
-    # Every service method that touches the database is called through this.
-    run: Runner
+    action_items: ActionItems
+    run: Runner  # every service method that touches the database is called through it
 
 
 @dataclass

@@ -9,12 +9,13 @@ from bot.router import Command
 
 def all_commands() -> list[Command[Any]]:
     """Every command the router serves (and the Slack manifest and Telegram menu list)."""
-    from handlers import actions, diagnose, incident, meta, oncall
+    from handlers import actions, aftermath, diagnose, incident, meta, oncall
 
     return [
         *incident.commands.items,
         *oncall.commands.items,
         *diagnose.commands.items,
         *actions.commands.items,
+        *aftermath.commands.items,
         *meta.commands.items,
     ]

@@ -32,6 +32,9 @@ SERVICES = {
     "bot/audit.py",
     "bot/incident_posts.py",
     "bot/metrics.py",
+    "bot/delivery.py",
+    "bot/incident_change.py",
+    "bot/action_items.py",
 }
 SDKS = ("telegram", "slack_sdk", "slack_bolt", "kubernetes", "prometheus_api_client")
 MAX_LINES = 400
