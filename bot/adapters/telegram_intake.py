@@ -124,9 +124,13 @@ class Intake:
         task.add_done_callback(self._tasks.discard)
 
     async def _in_order(self, update: Update) -> None:
-        chat = update.effective_chat
-        # A malformed update (an id that is not a number) shares one queue, not a crash.
-        key = chat.id if chat is not None and isinstance(chat.id, int) else 0
+        # A malformed update (no readable chat, an id that is not a number) shares one
+        # queue instead of crashing its task.
+        try:
+            chat = update.effective_chat
+            key = chat.id if chat is not None and isinstance(chat.id, int) else 0
+        except Exception:
+            key = 0
         lock = self._chat_locks.setdefault(key, asyncio.Lock())
         async with lock:  # commands of one chat run in the order they were written
             try:
