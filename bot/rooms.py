@@ -116,25 +116,23 @@ class Rooms:
     def _remember(
         self, platform: str, chat_id: str, message_ids: list[str], incident_id: int
     ) -> None:
-        with self.store.read() as s:
-            incident = s.get(Incident, incident_id)
-            if incident is None:
-                return
-            number = incident.number
-        for mid in message_ids:
-            try:
-                with self.store.transaction() as s:
+        try:
+            with self.store.transaction() as s:
+                incident = s.get(Incident, incident_id)
+                if incident is None:
+                    return
+                for mid in message_ids:
                     if s.get(RoomMessage, (platform, chat_id, mid)) is None:
                         s.add(
                             RoomMessage(
                                 platform=platform,
                                 chat_id=chat_id,
                                 message_id=mid,
-                                incident_number=number,
+                                incident_number=incident.number,
                             )
                         )
-            except IntegrityError:
-                continue  # recorded meanwhile by the same delivery on another replica
+        except IntegrityError:
+            pass  # the same delivery recorded meanwhile on another replica: the same rows
 
     async def incident_of_message(self, platform: str, chat_id: str, message_id: str) -> int | None:
         return await self.store.run(self._incident_of_message, platform, chat_id, message_id)

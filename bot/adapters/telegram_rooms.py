@@ -43,7 +43,6 @@ class TelegramRooms:
         self.incidents_chat = incidents_chat
         self._forum: dict[int, bool] = {}
         self._topic_locks: dict[int, asyncio.Lock] = {}
-        self._refs: dict[tuple[int, int], int] = {}  # (chat, message id) → incident number
 
     async def incident_of(
         self, chat_id: int, thread: int | None, reply_to: int | None
@@ -55,9 +54,6 @@ class TelegramRooms:
                 return number
         if not reply_to:
             return None
-        known = self._refs.get((chat_id, reply_to))
-        if known is not None:
-            return known
         return await self.rooms.incident_of_message(PLATFORM, str(chat_id), str(reply_to))
 
     async def remember(self, chat_id: int, message_ids: list[int], message: Outbound) -> None:
@@ -65,10 +61,6 @@ class TelegramRooms:
         failing here would send it again."""
         if message.incident is None:
             return
-        number = message.data.get("number")
-        if isinstance(number, int):
-            for mid in message_ids:
-                self._refs[(chat_id, mid)] = number
         try:
             await self.rooms.remember(
                 PLATFORM, str(chat_id), [str(m) for m in message_ids], message.incident
