@@ -29,14 +29,13 @@ import functools
 import logging
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from bot.clock import Clock
 from bot.messages import Button, Destination
-from bot.outbox import SENDING, Adapter, DeliveryError, Fenced, Outbound
+from bot.outbox import SENDING, Adapter, DeliveryError, FenceCheck, Fenced, Outbound
 from bot.render import Renderer
 from bot.store import Store
 from bot.store.models import OutboxMessage
@@ -45,13 +44,6 @@ log = logging.getLogger("pira.outbox")
 
 MAX_BACKOFF = timedelta(minutes=5)
 Lane = tuple[str, str]  # (platform, destination)
-
-
-class FenceCheck(Protocol):
-    """The lease the deliveries run under (bot/leader.py's Fence)."""
-
-    def valid(self) -> bool: ...
-    def check(self, s: Session) -> None: ...
 
 
 class OutboxWorker:

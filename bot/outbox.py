@@ -54,14 +54,18 @@ class Outbound:
     admitted: Callable[[], Awaitable[None]] | None = None
 
 
-class Lease(Protocol):
+class FenceCheck(Protocol):
+    """The lease the leader's work runs under (bot/leader.py's Fence): ``valid`` on this
+    process's clock, ``check`` in the transaction that commits the work."""
+
     def valid(self) -> bool: ...
+    def check(self, s: Session) -> None: ...
 
 
 # The lease of the post being delivered (set by the delivery engine around an
 # adapter's deliver): an adapter's HTTP client checks it again once its connection is
 # ready, right before the request is written (a replica frozen in between wakes fenced).
-SENDING: ContextVar[Lease | None] = ContextVar("pira_sending_under", default=None)
+SENDING: ContextVar[FenceCheck | None] = ContextVar("pira_sending_under", default=None)
 
 
 def still_leading() -> None:

@@ -47,8 +47,7 @@ from bot.timer_plan import TimerPlan
 from bot.views import IncidentViews
 
 if TYPE_CHECKING:
-    from bot.delivery import FenceCheck
-    from bot.outbox import Poster
+    from bot.outbox import FenceCheck, Poster
 
 log = logging.getLogger("pira.timers")
 
