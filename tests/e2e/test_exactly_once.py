@@ -208,7 +208,6 @@ def pause_run(group: Replicas, slack: FakeSlack, url: str, run: int) -> tuple[in
         WAIT,
     )
     group.sigstop(old)
-    print(f"stopped {old} at {time.time():.3f}")
     new = group.wait_leader(exclude=old, timeout=LEASE + 15)
     before = sum(posted_keys(slack).values())
     wait_until(  # the new leader delivers some of what the old one held
@@ -217,7 +216,6 @@ def pause_run(group: Replicas, slack: FakeSlack, url: str, run: int) -> tuple[in
         WAIT,
     )
     group.sigcont(old)
-    print(f"resumed {old} at {time.time():.3f}")
     # The resumed replica finds its lease gone and stops its workers; whatever it
     # would still have sent, it would have sent by then.
     group.wait_event(old, "leadership lost: standing by", timeout=LEASE + 15)

@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 
 from bot import web as web_module
@@ -41,6 +40,7 @@ from tests.fakes.payloads import (
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.telegram_api import FakeTelegram
 from tests.support.promstack import LOOPBACK, free_port
+from tests.support.webhooks import serving_webhooks, webhook_env
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"
@@ -151,33 +151,12 @@ async def serving(make_app: Callable[..., App], **limits: Any) -> AsyncIterator[
         app = make_app(
             config=Config.model_validate(CONFIG),
             clock=clock,
-            env={
-                "PIRA_ALERTMANAGER_TOKEN": AM_TOKEN,
-                "PIRA_SLACK_BOT_TOKEN": slack.bot_token,
-                "PIRA_SLACK_SIGNING_SECRET": SLACK_SECRET,
-                "PIRA_SLACK_API_URL": slack.url,
-                "PIRA_TELEGRAM_TOKEN": tg.token,
-                "PIRA_TELEGRAM_API_URL": tg.url,
-                "PIRA_TELEGRAM_WEBHOOK_URL": f"http://{LOOPBACK}:{port}/telegram",
-                "PIRA_TELEGRAM_WEBHOOK_SECRET": TG_SECRET,
-            },
+            env=webhook_env(
+                slack, tg, port, am_token=AM_TOKEN, slack_secret=SLACK_SECRET, tg_secret=TG_SECRET
+            ),
         )
-        chats = app.chat_adapters()
-        for chat in chats:
-            app.add_adapter(chat)
-        await app.start(scheduler=False)
-        server = WebServer(CollectorRegistry(), ping=app.store.reachable, **limits)
-        app.alerts.register(server)
-        for chat in chats:
-            await chat.start(server)
-        await server.start(LOOPBACK, port)
-        try:
+        async with serving_webhooks(app, port, **limits) as (server, _chats):
             yield Served(app, server, port, clock, slack)
-        finally:
-            for chat in chats:
-                await chat.stop()
-            await server.stop()
-            await app.stop()
 
 
 def slack_headers(body: bytes, timestamp: str | bytes, signature: str | bytes | None = None):

@@ -43,18 +43,17 @@ from urllib.parse import urlencode
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
 from bot.app import App
 from bot.clock import FakeClock
 from bot.outbox import ChatAdapter
 from bot.settings import Config, Env
-from bot.web import WebServer
 from tests.conftest import PG_URL, fresh_database
 from tests.fakes.payloads import slack_signature, tg_supergroup_chat
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.telegram_api import FakeTelegram
+from tests.support.webhooks import serving_webhooks, webhook_env
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"
@@ -207,36 +206,19 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
             env = Env.from_environ(
                 {
                     "PIRA_DATABASE_URL": url,
-                    "PIRA_ALERTMANAGER_TOKEN": AM_TOKEN,
-                    "PIRA_SLACK_BOT_TOKEN": slack.bot_token,
-                    "PIRA_SLACK_SIGNING_SECRET": SLACK_SECRET,
-                    "PIRA_SLACK_API_URL": slack.url,
-                    "PIRA_TELEGRAM_TOKEN": tg.token,
-                    "PIRA_TELEGRAM_API_URL": tg.url,
-                    "PIRA_TELEGRAM_WEBHOOK_URL": f"http://{LOOPBACK}:{port}/telegram",
-                    "PIRA_TELEGRAM_WEBHOOK_SECRET": TG_SECRET,
+                    **webhook_env(
+                        slack,
+                        tg,
+                        port,
+                        am_token=AM_TOKEN,
+                        slack_secret=SLACK_SECRET,
+                        tg_secret=TG_SECRET,
+                    ),
                 }
             )
             app = App(config=Config.model_validate(CONFIG), env=env, clock=FakeClock())
-            chats = app.chat_adapters()
-            for chat in chats:
-                app.add_adapter(chat)
-            await app.start(scheduler=False)
-            server = WebServer(
-                CollectorRegistry(), ping=app.store.reachable
-            )  # the production limits
-            app.alerts.register(server)
-            for chat in chats:
-                await chat.start(server)
-            await server.start(LOOPBACK, port)
-
-            async def stop() -> None:
-                for chat in chats:
-                    await chat.stop()
-                await server.stop()
-                await app.stop()
-
-            stack.push_async_callback(stop)
+            # The production limits of the HTTP server (no options given).
+            _server, chats = await stack.enter_async_context(serving_webhooks(app, port))
             return Target(app, port, chats, slack.response_url(), loop, leaks)
 
         try:
