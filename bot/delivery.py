@@ -35,10 +35,18 @@ from sqlalchemy import select
 
 from bot.clock import Clock
 from bot.messages import Button, Destination
-from bot.outbox import SENDING, Adapter, DeliveryError, FenceCheck, Fenced, Outbound
+from bot.outbox import (
+    SENDING,
+    Adapter,
+    Attachment,
+    DeliveryError,
+    FenceCheck,
+    Fenced,
+    Outbound,
+)
 from bot.render import Renderer
 from bot.store import Store
-from bot.store.models import OutboxMessage
+from bot.store.models import OutboxMessage, StoredFile
 
 log = logging.getLogger("pira.outbox")
 
@@ -205,6 +213,9 @@ class OutboxWorker:
             if original.status != "sent":
                 return False  # edit after the original is out
             original_ref = original.remote_ref
+        attachment = None
+        if body.get("file") is not None:
+            attachment = await self.store.run(self._file, int(body["file"]))
         fence = self.fence()
         if fence is not None and not fence.valid():
             raise Fenced("the lease lapsed on this replica")
@@ -230,6 +241,7 @@ class OutboxWorker:
                 original_ref=original_ref,
                 attempted_at=row.attempted_at,
                 admitted=admitted,
+                file=attachment,
             )
             sending = SENDING.set(fence)
             try:
@@ -247,6 +259,13 @@ class OutboxWorker:
             return False
         await self.store.run(self._done, row, ref, None)
         return True
+
+    def _file(self, file_id: int) -> Attachment | None:
+        with self.store.read() as s:
+            stored = s.get(StoredFile, file_id)
+            if stored is None:
+                return None
+            return Attachment(name=stored.name, mime=stored.mime, content=stored.content)
 
     def _attempt(self, row: OutboxMessage, fence: FenceCheck | None) -> None:
         """Record that a send of ``row`` is being attempted, under the fence: a replica

@@ -98,6 +98,11 @@ class Destination:
         return cls(f"incident:{number}")
 
     @classmethod
+    def stakeholders(cls) -> Destination:
+        """``channels.stakeholders``: plain-language news for people outside the response."""
+        return cls("stakeholders")
+
+    @classmethod
     def dm(cls, person: str) -> Destination:
         return cls(f"dm:{person}")
 

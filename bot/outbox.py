@@ -30,6 +30,15 @@ log = logging.getLogger("pira.outbox")
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file that goes with a post (bot/files.py): the post's text is its caption."""
+
+    name: str
+    mime: str
+    content: bytes
+
+
+@dataclass(frozen=True)
 class Outbound:
     """A rendered post handed to an adapter."""
 
@@ -52,6 +61,10 @@ class Outbound:
     # right before the first request that could post it: the attempt is recorded
     # durably (and the replica's lease checked). It raises Fenced: do not send.
     admitted: Callable[[], Awaitable[None]] | None = None
+    # A file posted with the text (a postmortem, an invite, a chart): Slack uploads it
+    # unshared and shares it by the post, Telegram sends a document or photo, the
+    # console writes it and prints its path.
+    file: Attachment | None = None
 
 
 class FenceCheck(Protocol):
@@ -131,8 +144,10 @@ def enqueue(
     incident_id: int | None = None,
     edit_of: str | None = None,
     fresh: bool = False,
+    file: int | None = None,
 ) -> list[str]:
-    """Store one post for every adapter that reaches the destination.
+    """Store one post for every adapter that reaches the destination (``file``: the id
+    of a stored file posted with it, bot/files.py).
 
     Returns the platforms it was stored for (empty: nobody can be reached, the
     caller must say so somewhere). A key already stored is not stored again;
@@ -162,6 +177,7 @@ def enqueue(
                     "data": data,
                     "buttons": [b.to_json() for b in buttons],
                     "edit_of": edit_of,
+                    **({"file": file} if file is not None else {}),
                 },
                 status="pending",
                 attempts=0,
@@ -196,9 +212,11 @@ class Poster:
         buttons: Sequence[Button] = (),
         edit_of: str | None = None,
         fresh: bool = False,
+        file: int | None = None,
     ) -> list[str]:
         """Store one post; returns the platforms it goes to. ``edit_of``: the key of an
-        earlier post this one replaces in place; ``fresh``: the key is known to be new."""
+        earlier post this one replaces in place; ``fresh``: the key is known to be new;
+        ``file``: a stored file posted with it (bot/files.py)."""
         return enqueue(
             session,
             adapters=self._adapters(),
@@ -211,4 +229,5 @@ class Poster:
             incident_id=incident_id,
             edit_of=edit_of,
             fresh=fresh,
+            file=file,
         )

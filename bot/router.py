@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from sqlalchemy import select
 
@@ -23,18 +23,10 @@ from bot.audit import COMMAND, Draft
 from bot.domain.incident import InvalidInput, clean
 from bot.messages import Button, Message, Reply
 from bot.people import Actor
+from bot.services import Services
 from bot.store.models import AuditEntry, Confirmation
 
 if TYPE_CHECKING:
-    from bot.action_items import ActionItems
-    from bot.clock import Clock
-    from bot.cluster_actions import ClusterActions
-    from bot.cluster_reads import ClusterReads
-    from bot.diagnostics import Diagnostics
-    from bot.incidents import Incidents
-    from bot.oncall import OnCall
-    from bot.people import Directory
-    from bot.settings import Config
     from bot.store import Store
 
 __all__ = ["Args", "Command", "CommandList", "Context", "Router", "Services", "UsageError"]
@@ -48,31 +40,6 @@ _COMMAND = re.compile(r"^/([A-Za-z_]+)(?:@[A-Za-z0-9_]+)?(?:\s+(.*))?$", re.DOTA
 A = TypeVar("A")
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-class Runner(Protocol):
-    """Runs a service's synchronous (database) method off the event loop: Store.run."""
-
-    def __call__(
-        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
-    ) -> Awaitable[T]: ...
-
-
-@dataclass(frozen=True)
-class Services:
-    """What handlers may call: the services, the configuration, the clock, the people.
-    Nothing else of the bot (no store, no adapters, no clients) reaches a handler."""
-
-    config: Config
-    clock: Clock
-    directory: Directory
-    incidents: Incidents
-    oncall: OnCall
-    diagnostics: Diagnostics
-    actions: ClusterActions
-    reads: ClusterReads
-    action_items: ActionItems
-    run: Runner  # every service method that touches the database is called through it
 
 
 @dataclass

@@ -23,6 +23,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from bot.domain.severity import Severity
 from bot.integrations.prometheus import RunbookQueries
+from bot.settings_aftermath import Business, Holidays, Pir
 from bot.settings_defaults import (
     DEFAULT_CHAIN,
     DEFAULT_SEVERITIES,
@@ -46,6 +47,7 @@ __all__ = [
     "PERMISSIONS",
     "ROLE_NAMES",
     "Alertmanager",
+    "Business",
     "ChainStep",
     "Channel",
     "Channels",
@@ -57,8 +59,10 @@ __all__ = [
     "Env",
     "EscalationTrigger",
     "Executors",
+    "Holidays",
     "OnCall",
     "Person",
+    "Pir",
     "Rotation",
     "SeverityPolicy",
     "Strict",
@@ -113,7 +117,16 @@ class Person(Strict):
     name: str = ""
     slack: str | None = None
     telegram: int | None = None
+    # Where the post-incident review's calendar invite (.ics) names them as attendee.
+    email: str | None = None
     roles: tuple[str, ...] = ()
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str | None) -> str | None:
+        if v is not None and (v.count("@") != 1 or " " in v.strip() or v.startswith("@")):
+            raise ValueError(f"not an e-mail address: {v!r}")
+        return v.strip() if v is not None else None
 
     @field_validator("roles")
     @classmethod
@@ -131,6 +144,9 @@ class Channel(Strict):
 
 class Channels(Strict):
     incidents: Channel = Channel()
+    # Plain-language P0/P1 announcements and resolutions, and published postmortems:
+    # nothing else from the incident rooms goes there.
+    stakeholders: Channel = Channel()
 
 
 class Executors(Strict):
@@ -207,6 +223,8 @@ class Config(Strict):
     # takes over at most this long after the leader died.
     leader_lease: Duration = timedelta(seconds=15)
     alertmanager: Alertmanager = Alertmanager()
+    business: Business = Business()
+    pir: Pir = Pir()
 
     @field_validator("timezone")
     @classmethod

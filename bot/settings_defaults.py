@@ -34,6 +34,9 @@ class SeverityPolicy(Strict):
     respond_within: Duration = timedelta(minutes=15)
     update_every: Duration = timedelta(minutes=30)
     escalate: tuple[EscalationTrigger, ...] = ()
+    # Its response and update times count in business time (the business calendar):
+    # the runbook's "next business day" for P3.
+    business_time: bool = False
 
 
 def _m(minutes: float) -> timedelta:
@@ -97,6 +100,7 @@ DEFAULT_SEVERITIES: dict[Severity, SeverityPolicy] = {
         definition="Minor issues with workaround available",
         examples=("Documentation errors", "UI issues", "Feature requests"),
         response="Next business day",
+        business_time=True,
         page_after=None,
         respond_within=timedelta(days=1),
         update_every=timedelta(days=1),

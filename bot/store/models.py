@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -215,6 +216,23 @@ class ActionItem(Base):
     done_by: Mapped[str | None] = mapped_column(String(100))
 
     incident: Mapped[Incident] = relationship()
+
+
+class StoredFile(Base):
+    """A file PIRA made and posts (a postmortem, a review's invite, a report's chart):
+    stored first, in the transaction that decides to post it, so the outbox row that
+    sends it (``body["file"]``: this id) never points at nothing."""
+
+    __tablename__ = "files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    name: Mapped[str] = mapped_column(String(200))
+    mime: Mapped[str] = mapped_column(String(100))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(100))
 
 
 class RoomMessage(Base):
