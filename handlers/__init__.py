@@ -9,7 +9,7 @@ from bot.router import Command
 
 def all_commands() -> list[Command[Any]]:
     """Every command the router serves (and the Slack manifest and Telegram menu list)."""
-    from handlers import actions, aftermath, diagnose, incident, meta, oncall
+    from handlers import actions, aftermath, diagnose, incident, meta, oncall, pir, report
 
     return [
         *incident.commands.items,
@@ -17,5 +17,7 @@ def all_commands() -> list[Command[Any]]:
         *diagnose.commands.items,
         *actions.commands.items,
         *aftermath.commands.items,
+        *pir.commands.items,
+        *report.commands.items,
         *meta.commands.items,
     ]

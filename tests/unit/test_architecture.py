@@ -35,6 +35,8 @@ SERVICES = {
     "bot/delivery.py",
     "bot/incident_change.py",
     "bot/action_items.py",
+    "bot/files.py",
+    # (aftermath services: one line each)
 }
 SDKS = ("telegram", "slack_sdk", "slack_bolt", "kubernetes", "prometheus_api_client")
 MAX_LINES = 400
