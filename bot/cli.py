@@ -1,4 +1,4 @@
-"""``pira run | console | config check | oncall export | slack manifest``."""
+"""``pira run | console | config check | oncall export | slack manifest | report``."""
 
 from __future__ import annotations
 
@@ -21,9 +21,14 @@ log = logging.getLogger("pira")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pira", description="Incident-response chat-ops bot")
     parser.add_argument("--config", help="YAML configuration (default: $PIRA_CONFIG)")
+    # --config after the subcommand too (``pira report --config x.yaml``): every leaf
+    # parser accepts it, without a default that would hide the one given before.
+    late = argparse.ArgumentParser(add_help=False)
+    late.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common = [late]
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the bot: chat adapters, HTTP server, timers")
-    console = sub.add_parser("console", help="drive the bot from this terminal")
+    sub.add_parser("run", help="run the bot: chat adapters, HTTP server, timers", parents=common)
+    console = sub.add_parser("console", help="drive the bot from this terminal", parents=common)
     console.add_argument(
         "--as",
         dest="as_user",
@@ -32,18 +37,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     config = sub.add_parser("config", help="configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True)
-    config_sub.add_parser("check", help="validate and print the tables in force")
+    config_sub.add_parser("check", help="validate and print the tables in force", parents=common)
     oncall = sub.add_parser("oncall", help="on-call rotation")
     oncall_sub = oncall.add_subparsers(dest="oncall_command", required=True)
-    export = oncall_sub.add_parser("export", help="write the rotation as iCalendar")
+    export = oncall_sub.add_parser("export", help="write the rotation as iCalendar", parents=common)
     export.add_argument("--weeks", type=int, default=12)
     export.add_argument("--out", default="rotation.ics")
     slack = sub.add_parser("slack", help="Slack app")
     slack_sub = slack.add_subparsers(dest="slack_command", required=True)
-    slack_manifest = slack_sub.add_parser("manifest", help="print the Slack app manifest")
+    slack_manifest = slack_sub.add_parser(
+        "manifest", help="print the Slack app manifest", parents=common
+    )
     slack_manifest.add_argument(
         "--url", required=True, help="the bot's public base URL, e.g. https://pira.example.com"
     )
+    report = sub.add_parser(
+        "report", help="the monthly incident report: table on stdout, chart as PNG", parents=common
+    )
+    report.add_argument("--month", help="YYYY-MM (default: this month so far)")
+    report.add_argument("--out", required=True, help="where to write the chart (PNG)")
     return parser
 
 
@@ -78,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return oncall_export(config, weeks=args.weeks, out=Path(args.out))
     if args.command == "slack":
         return slack_manifest(args.url)
+    if args.command == "report":
+        return report(config, env, month=args.month, out=Path(args.out))
     try:
         if args.command == "console":
             return asyncio.run(_serve(config, env, secrets, console=True, as_user=args.as_user))
@@ -123,6 +137,41 @@ def oncall_export(config: Config, *, weeks: int, out: Path) -> int:
     return 0
 
 
+def report(config: Config, env: Env, *, month: str | None, out: Path) -> int:
+    """The month's report from the database: its table on stdout, its chart to ``out``."""
+    from bot.clock import SystemClock
+    from bot.domain.incident import InvalidInput
+    from bot.outbox import Poster
+    from bot.people import Directory
+    from bot.render import Renderer
+    from bot.report import Reports
+    from bot.store import Store
+
+    clock = SystemClock()
+    store = Store(env.database_url)
+    try:
+        reports = Reports(
+            store=store, config=config, clock=clock, poster=Poster(adapters=list, clock=clock)
+        )
+        try:
+            reports.month(month)
+        except InvalidInput as exc:
+            print(f"pira: --month: {exc}", file=sys.stderr)
+            return 2
+        store.migrate()
+        found, chart = reports.export(month)
+    finally:
+        store.dispose()
+    try:
+        out.write_bytes(chart)
+    except OSError as exc:
+        print(f"pira: --out: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    renderer = Renderer(tz=config.tz, mention=Directory(config).mention)
+    print(renderer.render("console", "report", found.data()))
+    return 0
+
+
 async def _serve(
     config: Config, env: Env, secrets: Secrets, *, console: bool, as_user: str | None
 ) -> int:
@@ -137,7 +186,7 @@ async def _serve(
         return 2
     # Adapters before start: posts of timers that came due while the bot was down
     # are stored for every platform that is there.
-    adapter = ConsoleAdapter()
+    adapter = ConsoleAdapter(files_dir=env.files_dir)
     if console:
         app.add_adapter(adapter)
     else:

@@ -29,6 +29,8 @@ class Env:
     # The Kubernetes API: KUBECONFIG, else the in-cluster service account when in a pod.
     kubeconfig: str | None = None
     in_cluster: bool = False
+    # Where the console writes the files of its posts (relative: to the working directory).
+    files_dir: str = "pira-files"
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Env:
@@ -58,6 +60,7 @@ class Env:
             prometheus_url=get("PIRA_PROMETHEUS_URL"),
             kubeconfig=get("KUBECONFIG"),
             in_cluster=bool(get("KUBERNETES_SERVICE_HOST")),
+            files_dir=get("PIRA_FILES_DIR") or "pira-files",
         )
 
     @property

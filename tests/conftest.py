@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +26,9 @@ PG_URL = os.environ.get("PIRA_TEST_DATABASE_URL", "").strip()
 # A database call on the event loop's thread raises in every test (and in the bot
 # processes the tests start): bot/store/db.py, Store.run.
 os.environ.setdefault("PIRA_STRICT_EVENT_LOOP", "1")
+# Files the console adapter writes (postmortems, charts, invites) go to a folder of
+# the run's, never into the working tree; tests that look at them set their own.
+os.environ.setdefault("PIRA_FILES_DIR", tempfile.mkdtemp(prefix="pira-test-files-"))
 _TRAVEL = pytest.StashKey[datetime]()
 
 

@@ -1,18 +1,29 @@
 """The console adapter: one command a line from stdin, every post to stdout tagged
-with its destination. It doubles as the driver of end-to-end tests."""
+with its destination. It doubles as the driver of end-to-end tests.
+
+A post with a file (a postmortem, a chart) writes the file into ``PIRA_FILES_DIR``
+(default ``pira-files`` in the working directory) and prints its absolute path after
+the post. The file's name is the post's file name with a digest of its outbox key, so
+a post delivered again overwrites its own file instead of leaving a second copy.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
+import re
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 
 from bot.messages import Destination, Message, Reply, Room
-from bot.outbox import Outbound
+from bot.outbox import Attachment, Outbound
 from bot.people import Actor
+from bot.settings_env import Env
 
 log = logging.getLogger("pira.console")
 
@@ -20,8 +31,11 @@ log = logging.getLogger("pira.console")
 class ConsoleAdapter:
     name = "console"
 
-    def __init__(self, out: IO[str] | None = None) -> None:
+    def __init__(self, out: IO[str] | None = None, *, files_dir: str | Path | None = None) -> None:
+        """``files_dir``: where files of posts are written (None: ``PIRA_FILES_DIR`` of the
+        environment, read when the first file is written)."""
         self.out = out or sys.stdout
+        self._files_dir = Path(files_dir) if files_dir is not None else None
 
     def reaches(self, destination: Destination) -> bool:
         return True
@@ -34,8 +48,42 @@ class ConsoleAdapter:
     async def deliver(self, message: Outbound) -> dict[str, Any] | None:
         if message.edit_of is not None:
             return None  # a terminal cannot edit what it printed; the room has the news
-        self.write(message.destination.label(), message.text)
-        return None
+        if message.file is None:
+            self.write(message.destination.label(), message.text)
+            return None
+        path = await asyncio.to_thread(self._keep, message.key, message.file)
+        self.write(message.destination.label(), f"{message.text}\n📎 {path}")
+        return {"path": str(path)}
+
+    def files_dir(self) -> Path:
+        if self._files_dir is None:
+            self._files_dir = Path(Env.from_environ().files_dir)
+        self._files_dir = self._files_dir.absolute()  # fixed at first use
+        return self._files_dir
+
+    def _keep(self, key: str, file: Attachment) -> Path:
+        """Write the file (atomically: a reader never sees half of it); its path."""
+        folder = self.files_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / _file_name(key, file.name)
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_bytes(file.content)
+        os.replace(partial, path)
+        return path
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _file_name(key: str, name: str) -> str:
+    """``postmortem-3.md`` of post ``key`` → ``postmortem-3.<digest of key>.md``: the same
+    for every delivery of the post, different for two posts of files of the same name."""
+    base = _UNSAFE.sub("_", Path(name.replace("\\", "/")).name).strip("._") or "file"
+    stem, dot, ext = base.rpartition(".")
+    if not stem:
+        stem, dot, ext = ext, "", ""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return f"{stem[:100]}.{digest}{dot}{ext[:20]}"
 
 
 def _decoded(stream: IO[str]) -> Iterator[str]:

@@ -387,6 +387,8 @@ class SlackAdapter:
     def reaches(self, destination: Destination) -> bool:
         if destination.kind in ("incidents", "incident"):
             return bool(self.sender.incidents_channel)
+        if destination.kind == "stakeholders":
+            return bool(self.sender.stakeholders_channel)
         if destination.kind == "dm":
             return self.directory.platform_id(destination.arg, "slack") is not None
         return False

@@ -23,6 +23,7 @@ BOT_SCOPES = [
     "chat:write",
     "chat:write.public",
     "commands",
+    "files:write",  # postmortems, review invites and report charts, uploaded then shared
     "groups:history",
     "im:history",
     "im:write",  # direct-message pages

@@ -19,6 +19,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters import slack_format as fmt
+from bot.adapters.slack_files import LINK_ROOM, SlackFiles
 from bot.outbox import DeliveryError, Outbound
 from bot.rooms import Place
 
@@ -31,6 +32,7 @@ log = logging.getLogger("pira.slack")
 # go back to the outbox (retry_after) instead of holding the lane.
 PER_CHANNEL_INTERVAL = 1.0
 MAX_WAIT = 5.0
+FILES = "files"  # the pacer of uploads (Slack's files.* methods), apart from the channels'
 # Errors that a retry cannot fix: the row is marked failed instead of retried forever.
 PERMANENT = frozenset(
     {
@@ -85,6 +87,8 @@ class SlackSender:
         self.client = client
         self.interval = PER_CHANNEL_INTERVAL
         self.incidents_channel = deps.config.channels.incidents.slack
+        self.stakeholders_channel = deps.config.channels.stakeholders.slack
+        self.files = SlackFiles(client)
         self.bot_user_id: str | None = None  # from auth.test, for recognising our channels
         self._pacers: dict[str, _Pacer] = {}
         self._uncertain: dict[str, float] = {}  # outbox key → when its fate became unknown
@@ -95,7 +99,8 @@ class SlackSender:
         if message.edit_of is not None:
             return await self._edit(message)
         channel, thread = await self._target(message)
-        parts = fmt.split_message(message.text)
+        # A file's link goes at the end of the last part (slack_files: it shares the file).
+        parts = fmt.split_message(message.text, fmt.LIMIT - (LINK_ROOM if message.file else 0))
         done: dict[int, str] = {}
         # A post whose fate is unknown — an answer lost in this process, or an attempt
         # recorded by a process killed since (or a leader paused past its lease) — is
@@ -105,6 +110,13 @@ class SlackSender:
             since = message.attempted_at.timestamp()
         if since is not None:
             done = await self._find_posted(message.key, channel, thread, since)
+        if message.file is not None and len(parts) - 1 not in done:
+            async with self._paced(FILES):
+                try:
+                    uploaded = await self.files.upload(message.key, message.file)
+                except Exception as exc:
+                    raise self._failure(exc, FILES, None) from exc
+            parts[-1] = f"{parts[-1]}\n{uploaded.link()}"
         admitted = message.admitted
         refs: list[str] = []
         posted_in = self._dm_channels.get(channel, channel)
@@ -139,6 +151,7 @@ class SlackSender:
                 self._dm_channels[channel] = posted_in
             refs.append(str(found["ts"]))
         self._uncertain.pop(message.key, None)
+        self.files.forget(message.key)
         return {"channel": posted_in, "ts": refs[0], "thread_ts": thread, "parts": refs}
 
     async def _join(self, channel: str) -> None:
@@ -260,6 +273,10 @@ class SlackSender:
             if user is None:
                 raise DeliveryError(f"no slack id for {dest.arg}", permanent=True)
             return user, None
+        if dest.kind == "stakeholders":  # its own channel, never an incident room
+            if not self.stakeholders_channel:
+                raise DeliveryError("channels.stakeholders.slack is not configured", permanent=True)
+            return self.stakeholders_channel, None
         if not self.incidents_channel:
             raise DeliveryError("channels.incidents.slack is not configured", permanent=True)
         if dest.kind != "incident":

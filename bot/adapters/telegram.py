@@ -39,6 +39,7 @@ from telegram.request import HTTPXRequest
 from bot.adapters.deps import ChatDeps
 from bot.adapters.telegram_answers import Answers
 from bot.adapters.telegram_buttons import Buttons
+from bot.adapters.telegram_files import FileSender
 from bot.adapters.telegram_intake import ALLOWED_UPDATES, Intake
 from bot.adapters.telegram_prompts import (
     PROMPTED,
@@ -115,7 +116,9 @@ class TelegramAdapter:
             rooms=deps.rooms,
             directory=deps.directory,
             incidents_chat=self.incidents_chat,
+            stakeholders_chat=deps.config.channels.stakeholders.telegram,
         )
+        self.files = FileSender(self.sender)
         self.buttons = Buttons(deps.rooms)
         self.answers = Answers(
             sender=self.sender, renderer=deps.renderer, buttons=self.buttons, reply_wait=reply_wait
@@ -355,9 +358,11 @@ class TelegramAdapter:
             )
             return ref
         chat_id, thread, reply_to = await self.rooms.address(message)
-        sent = await self.sender.send(
+        # With a file: sendDocument or sendPhoto, its caption the text (telegram_files).
+        sent = await self.files.post(
             chat_id,
             message.text,
+            message.file,
             markup=markup,
             thread_id=thread,
             reply_to=reply_to,

@@ -35,12 +35,14 @@ class TelegramRooms:
         rooms: Rooms,
         directory: Directory,
         incidents_chat: int | str | None,
+        stakeholders_chat: int | str | None = None,
     ) -> None:
         self.bot = bot
         self.sender = sender
         self.rooms = rooms
         self.directory = directory
         self.incidents_chat = incidents_chat
+        self.stakeholders_chat = stakeholders_chat
         self._forum: dict[int, bool] = {}
         self._topic_locks: dict[int, asyncio.Lock] = {}
 
@@ -71,6 +73,8 @@ class TelegramRooms:
     def reaches(self, destination: Destination) -> bool:
         if destination.kind in ("incidents", "incident"):
             return self.incidents_chat is not None
+        if destination.kind == "stakeholders":
+            return self.stakeholders_chat is not None
         if destination.kind == "dm":
             pid = self.directory.platform_id(destination.arg, PLATFORM)
             return pid is not None and pid.lstrip("-").isdigit()
@@ -84,6 +88,12 @@ class TelegramRooms:
             if pid is None:
                 raise DeliveryError(f"{dest.arg} has no Telegram id", permanent=True)
             return int(pid), None, None
+        if dest.kind == "stakeholders":  # its own chat, never an incident's topic
+            if self.stakeholders_chat is None:
+                raise DeliveryError(
+                    "channels.stakeholders.telegram is not configured", permanent=True
+                )
+            return int(self.stakeholders_chat), None, None
         if self.incidents_chat is None:
             raise DeliveryError("channels.incidents.telegram is not configured", permanent=True)
         chat = int(self.incidents_chat)

@@ -28,12 +28,14 @@ Residual risks (documented in the report):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from telegram import Bot, ForceReply, InlineKeyboardMarkup, LinkPreviewOptions, ReplyParameters
+from telegram import Message as PtbMessage
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
@@ -44,7 +46,7 @@ from bot.adapters.telegram_errors import (
     retry_after_seconds,
 )
 from bot.adapters.telegram_format import keyboard_rows, split_text
-from bot.adapters.telegram_limits import Limits, RateLimiter, Slot
+from bot.adapters.telegram_limits import Limits, RateLimiter
 
 # Importable from here as before (bot/adapters/telegram.py and tests use them).
 __all__ = [
@@ -61,6 +63,9 @@ log = logging.getLogger("pira.telegram")
 
 PROBE_WINDOW = 30  # ids above the known frontier that may hold the lost message
 PROBE_MISSES = 3  # consecutive "not found" ids: past the end of the chat
+
+Request = Callable[[], Awaitable[PtbMessage]]  # sends one message
+Probe = Callable[[int], Awaitable[None]]  # edits message id N to exactly what was sent
 
 
 @dataclass(frozen=True)
@@ -132,91 +137,103 @@ class ChatSender:
         done = self._progress.setdefault(key, []) if key else []
         once = _Once(admitted)
         for index in range(len(done), len(parts)):
-            token = f"{key}#{index}" if key else None
-            mid = await self._send_one(
+            part, keys = parts[index], markup if index == 0 else None
+            mid = await self.send_one(
                 chat_id,
-                parts[index],
-                markup=markup if index == 0 else None,
-                thread_id=thread_id,
-                reply_to=reply_to,
-                token=token,
+                functools.partial(self._send_text, chat_id, part, keys, thread_id, reply_to),
+                functools.partial(self._edit_to, chat_id, part, keys),
+                token=f"{key}#{index}" if key else None,
                 max_wait=max_wait,
                 admitted=once,
+                what="sendMessage",
             )
             done.append(mid)
         if key:
             self._progress.pop(key, None)
         return Sent(chat_id, tuple(done), thread_id)
 
-    async def _send_one(
+    async def send_one(
         self,
         chat_id: int,
-        text: str,
+        request: Request,
+        probe: Probe,
         *,
-        markup: InlineKeyboardMarkup | ForceReply | None,
-        thread_id: int | None,
-        reply_to: int | None,
         token: str | None,
         max_wait: float,
-        admitted: _Once,
+        admitted: Callable[[], Awaitable[None]],
+        what: str,
     ) -> int:
+        """One message (``request``: a text, a document, a photo), under the chat's lock in
+        its rate-limit slot; ``admitted`` is awaited right before it. An answer lost on
+        the way back is settled with ``probe`` (see the module docstring): it edits
+        message id N to exactly what ``request`` sends and raises as Telegram answers.
+        ``token`` (the outbox key and part) remembers a failed probe for the next try."""
         async with self._lock(chat_id):
             if token is not None and token in self._uncertain:
-                found = await self._probe(chat_id, self._uncertain[token], text, markup, token)
+                found = await self._probe(chat_id, self._uncertain[token], probe, token)
                 del self._uncertain[token]
                 if found is not None:
                     return found
             async with self.limiter.slot(chat_id, max_wait) as slot:
                 await admitted()  # the first send of the post: recorded, or Fenced
-                return await self._post(chat_id, text, markup, thread_id, reply_to, token, slot)
+                before = self._frontier.get(chat_id)
+                slot.go()
+                try:
+                    message = await request()
+                except TelegramError as exc:
+                    if isinstance(exc, RetryAfter):  # the chat waits; the post retries after it
+                        self.limiter.backoff(chat_id, retry_after_seconds(exc))
+                    uncertain = isinstance(exc, NetworkError) and not isinstance(exc, BadRequest)
+                    if uncertain and not not_sent(exc):
+                        return await self._after_lost_answer(
+                            chat_id, before, probe, token, exc, what
+                        )
+                    raise as_delivery_error(exc, what) from exc
+                self.saw(chat_id, message.message_id)
+                return message.message_id
 
-    async def _post(
+    async def _send_text(
         self,
         chat_id: int,
         text: str,
         markup: InlineKeyboardMarkup | ForceReply | None,
         thread_id: int | None,
         reply_to: int | None,
-        token: str | None,
-        slot: Slot,
-    ) -> int:
-        """One ``sendMessage`` in its rate-limit slot (under the chat's lock)."""
-        before = self._frontier.get(chat_id)
-        slot.go()
-        try:
-            message = await self.bot.send_message(
-                chat_id,
-                text,
-                parse_mode=ParseMode.HTML,
-                reply_markup=markup,
-                message_thread_id=thread_id,
-                reply_parameters=(
-                    ReplyParameters(reply_to, allow_sending_without_reply=True)
-                    if reply_to
-                    else None
-                ),
-                link_preview_options=LinkPreviewOptions(is_disabled=True),
-                read_timeout=self.send_timeout,
-                write_timeout=self.send_timeout,
-            )
-        except TelegramError as exc:
-            if isinstance(exc, RetryAfter):  # the chat waits; the post retries after it
-                self.limiter.backoff(chat_id, retry_after_seconds(exc))
-            uncertain = isinstance(exc, NetworkError) and not isinstance(exc, BadRequest)
-            if uncertain and not not_sent(exc):
-                return await self._after_lost_answer(chat_id, before, text, markup, token, exc)
-            raise as_delivery_error(exc, "sendMessage") from exc
-        self.saw(chat_id, message.message_id)
-        return message.message_id
+    ) -> PtbMessage:
+        return await self.bot.send_message(
+            chat_id,
+            text,
+            parse_mode=ParseMode.HTML,
+            reply_markup=markup,
+            message_thread_id=thread_id,
+            reply_parameters=(
+                ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
+            ),
+            link_preview_options=LinkPreviewOptions(is_disabled=True),
+            read_timeout=self.send_timeout,
+            write_timeout=self.send_timeout,
+        )
+
+    async def _edit_to(
+        self,
+        chat_id: int,
+        text: str,
+        markup: InlineKeyboardMarkup | ForceReply | None,
+        message_id: int,
+    ) -> None:
+        """The probe of a text: a ForceReply is not part of the sent message (and cannot
+        be edited in), the message holds the text alone."""
+        keyboard = markup if isinstance(markup, InlineKeyboardMarkup) else None
+        await self._edit_text(chat_id, message_id, text, keyboard)
 
     async def _after_lost_answer(
         self,
         chat_id: int,
         before: int | None,
-        text: str,
-        markup: InlineKeyboardMarkup | ForceReply | None,
+        probe: Probe,
         token: str | None,
         exc: TelegramError,
+        what: str,
     ) -> int:
         """The request went out but no answer came back: find out before resending."""
         if before is None:
@@ -225,13 +242,13 @@ class ChatSender:
                 "resending may duplicate",
                 extra={"chat_id": chat_id, "key": token, "error": type(exc).__name__},
             )
-            raise as_delivery_error(exc, "sendMessage (uncertain)") from exc
+            raise as_delivery_error(exc, f"{what} (uncertain)") from exc
         try:
-            found = await self._probe(chat_id, before, text, markup, token)
+            found = await self._probe(chat_id, before, probe, token)
         except TelegramError as probe_exc:
             if token is not None:
                 self._uncertain[token] = before  # probe again before the next send
-            raise as_delivery_error(probe_exc, "sendMessage (uncertain, probe failed)") from exc
+            raise as_delivery_error(probe_exc, f"{what} (uncertain, probe failed)") from exc
         if found is not None:
             log.info(
                 "telegram send answered late; it had arrived, not resent",
@@ -242,25 +259,17 @@ class ChatSender:
             "telegram send lost before Telegram took it; will resend",
             extra={"chat_id": chat_id, "key": token},
         )
-        raise as_delivery_error(exc, "sendMessage (not delivered)") from exc
+        raise as_delivery_error(exc, f"{what} (not delivered)") from exc
 
     async def _probe(
-        self,
-        chat_id: int,
-        before: int,
-        text: str,
-        markup: InlineKeyboardMarkup | ForceReply | None,
-        token: str | None,
+        self, chat_id: int, before: int, probe: Probe, token: str | None
     ) -> int | None:
-        """The id of the message holding exactly ``text``+``markup`` just above ``before``,
-        or None when there is none (see the module docstring). Raises on API trouble."""
-        # A ForceReply is not part of the sent message (and cannot be edited in): the
-        # message holds the text alone.
-        keyboard = markup if isinstance(markup, InlineKeyboardMarkup) else None
+        """The id of the message holding exactly what was sent just above ``before``, or
+        None when there is none (see the module docstring). Raises on API trouble."""
         misses = 0
         for mid in range(before + 1, before + 1 + PROBE_WINDOW):
             try:
-                await self._edit_text(chat_id, mid, text, keyboard)
+                await probe(mid)
             except BadRequest as exc:
                 said = str(exc).lower()
                 if "not modified" in said:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from aiohttp import WSMsgType, web
+from aiohttp import BodyPartReader, WSMsgType, web
 
 from tests.support.fake_server import (
     ApiError,
@@ -49,7 +49,15 @@ from tests.support.fake_server import (
 __all__ = ["FakeSlack", "RecordedCall", "SlackError", "SlidingWindow"]
 
 
-_SLACK_JSON_FIELDS = {"blocks", "attachments", "metadata", "view", "user_ids", "replace_original"}
+_SLACK_JSON_FIELDS = {
+    "blocks",
+    "attachments",
+    "metadata",
+    "view",
+    "user_ids",
+    "replace_original",
+    "files",
+}
 
 
 def _slack_field(name: str, value: str) -> Any:
@@ -107,6 +115,63 @@ class SlackChannel:
 
 
 @dataclass
+class SlackFile:
+    """A file of the files.getUploadURLExternal flow: announced (``length``), its bytes
+    POSTed to the upload URL (``content``), completed (``permalink`` known), and shared by
+    the messages listed in ``shares`` ((channel, ts): a completion into a channel, or a
+    posted message whose text holds the permalink)."""
+
+    id: str
+    name: str
+    length: int
+    content: bytes | None = None
+    title: str = ""
+    completed: bool = False
+    permalink: str = ""
+    shares: list[tuple[str, str]] = field(default_factory=list)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def to_api(self) -> JSONDict:
+        public: dict[str, list[JSONDict]] = {}
+        for cid, ts in self.shares:
+            public.setdefault(cid, []).append({"ts": ts, "reply_users_count": 0})
+        ext = self.name.rsplit(".", 1)[-1].lower() if "." in self.name else "binary"
+        private = f"https://files.slack.com/files-pri/{FakeSlack.TEAM_ID}-{self.id}/{self.name}"
+        return {
+            "id": self.id,
+            "created": self.created,
+            "timestamp": self.created,
+            "name": self.name,
+            "title": self.title or self.name,
+            "mimetype": "application/octet-stream",
+            "filetype": ext,
+            "pretty_type": ext.upper(),
+            "user": FakeSlack.BOT_USER_ID,
+            "user_team": FakeSlack.TEAM_ID,
+            "editable": False,
+            "size": len(self.content or b""),
+            "mode": "hosted",
+            "is_external": False,
+            "external_type": "",
+            "is_public": bool(self.shares),
+            "public_url_shared": False,
+            "display_as_bot": False,
+            "username": "",
+            "url_private": private,
+            "url_private_download": private.replace("/files-pri/", "/files-pri/download/"),
+            "permalink": self.permalink,
+            "permalink_public": f"https://slack-files.com/{FakeSlack.TEAM_ID}-{self.id}-0",
+            "comments_count": 0,
+            "is_starred": False,
+            "shares": {"public": public} if public else {},
+            "channels": list(public),
+            "groups": [],
+            "ims": [],
+            "has_rich_preview": False,
+        }
+
+
+@dataclass
 class SocketAck:
     envelope_id: str | None
     payload: Any
@@ -136,6 +201,8 @@ class FakeSlack(FakeServer):
         "conversations.open": "im:write",
         "chat.postMessage": "chat:write",
         "users.info": "users:read",
+        "files.getUploadURLExternal": "files:write",
+        "files.completeUploadExternal": "files:write",
     }
 
     def __init__(
@@ -158,6 +225,7 @@ class FakeSlack(FakeServer):
         self.history: dict[str, list[JSONDict]] = {}
         self.ephemeral: list[JSONDict] = []
         self.views: list[JSONDict] = []  # modals opened by views.open (as answered)
+        self.files: dict[str, SlackFile] = {}  # by id: uploads (files.getUploadURLExternal)
         self._triggers_used: set[str] = set()
         self.response_posts: list[RecordedCall] = []
         self.socket_acks: list[SocketAck] = []
@@ -386,6 +454,7 @@ class FakeSlack(FakeServer):
         app.router.add_route("*", "/api/{method}", self._api_handler)
         app.router.add_get("/link/", self._ws_handler)
         app.router.add_post("/response/{tail:.*}", self._response_url_handler)
+        app.router.add_post("/upload/{file_id}", self._upload_handler)
         return app
 
     def _error_reply(self, kind: str, fault: Fault) -> HttpReply:
@@ -482,6 +551,8 @@ class FakeSlack(FakeServer):
             "conversations.open": self._conv_open,
             "users.info": self._users_info,
             "views.open": self._views_open,
+            "files.getUploadURLExternal": self._files_upload_url,
+            "files.completeUploadExternal": self._files_complete,
         }
 
     def _auth_test(self, p: JSONDict) -> JSONDict:
@@ -575,6 +646,7 @@ class FakeSlack(FakeServer):
         if p.get("metadata"):
             msg["metadata"] = p["metadata"]
         self.history.setdefault(ch.id, []).append(msg)
+        self._share_linked(ch.id, ts, msg)
         return {"channel": ch.id, "ts": ts, "message": dict(msg)}
 
     def _update(self, p: JSONDict) -> JSONDict:
@@ -754,6 +826,101 @@ class FakeSlack(FakeServer):
         opened["root_view_id"] = opened["root_view_id"] or opened["id"]
         self.views.append(opened)
         return {"view": dict(opened)}
+
+    # ---- files (Slack's upload flow) ------------------------------------------------------
+
+    def shared(self, file_id: str) -> list[tuple[str, str]]:
+        """The (channel, ts) of every message that shares the file (empty: unshared)."""
+        with self._lock:
+            found = self.files.get(file_id)
+            return list(found.shares) if found is not None else []
+
+    def _files_upload_url(self, p: JSONDict) -> JSONDict:
+        name = str(p.get("filename") or "")
+        length = str(p.get("length") or "")
+        if not name or not length.isdigit() or int(length) <= 0:
+            raise SlackError("invalid_arguments")
+        fid = f"F{next(self._id_counter):010d}"
+        self.files[fid] = SlackFile(fid, name, int(length))
+        return {"upload_url": f"{self.root_url}/upload/{fid}", "file_id": fid}
+
+    async def _upload_handler(self, request: web.Request) -> web.Response:
+        """The upload URL: the bytes as the body, or a multipart form's ``file`` part."""
+        fid = request.match_info["file_id"]
+        if request.content_type == "multipart/form-data":
+            raw = b""
+            reader = await request.multipart()
+            async for part in reader:
+                if isinstance(part, BodyPartReader) and part.name == "file":
+                    raw = await part.read()
+        else:
+            raw = await request.read()
+        call = self._request_call(request, "upload", {"file_id": fid}, None, body=raw)
+        self._record(call)
+
+        async def process() -> HttpReply:
+            with self._lock:
+                found = self.files.get(fid)
+                if found is None or found.completed:
+                    return HttpReply(404, "Not Found")
+                if len(raw) != found.length:
+                    return HttpReply(400, f"length mismatch: {len(raw)} != {found.length}")
+                found.content = raw
+            return HttpReply(200, f"OK - {len(raw)}")
+
+        return json_response(await self._pipeline(call, process))
+
+    def _files_complete(self, p: JSONDict) -> JSONDict:
+        listed = p.get("files")
+        if not isinstance(listed, list) or not listed:
+            raise SlackError("invalid_arguments")
+        found: list[SlackFile] = []
+        for item in listed:
+            f = self.files.get(str(item.get("id") if isinstance(item, dict) else ""))
+            if f is None or f.content is None or f.completed:
+                raise SlackError("file_not_found")
+            found.append(f)
+        channel = str(p.get("channel_id") or p.get("channels") or "")
+        target = self._channel({"channel": channel}) if channel else None
+        for item, f in zip(listed, found, strict=True):
+            f.completed = True
+            f.title = str(item.get("title") or f.name)
+            f.permalink = (
+                f"https://{self.TEAM_DOMAIN}.slack.com/files/{self.BOT_USER_ID}/{f.id}/{f.name}"
+            )
+        if target is not None:  # Slack posts the files itself, without metadata
+            ts = self._next_ts()
+            msg: JSONDict = {
+                "type": "message",
+                "subtype": "file_share",
+                "user": self.BOT_USER_ID,
+                "text": str(p.get("initial_comment") or ""),
+                "ts": ts,
+                "files": [],
+                "upload": True,
+            }
+            for f in found:
+                f.shares.append((target.id, ts))
+            msg["files"] = [f.to_api() for f in found]
+            self.history.setdefault(target.id, []).append(msg)
+        return {"files": [f.to_api() for f in found]}
+
+    def _share_linked(self, cid: str, ts: str, msg: JSONDict) -> None:
+        """A posted message whose text links a completed file's permalink shares it."""
+        texts = [str(msg.get("text") or "")]
+        for block in msg.get("blocks") or []:
+            if isinstance(block, dict) and isinstance(block.get("text"), dict):
+                texts.append(str(block["text"].get("text") or ""))
+        body = "\n".join(texts)
+        linked = [
+            f
+            for f in self.files.values()
+            if f.completed and re.search(rf"<{re.escape(f.permalink)}(\|[^>]*)?>", body)
+        ]
+        for f in linked:
+            f.shares.append((cid, ts))
+        if linked:
+            msg["files"] = [f.to_api() for f in linked]
 
     def _users_info(self, p: JSONDict) -> JSONDict:
         user = self.users.get(str(p.get("user") or ""))

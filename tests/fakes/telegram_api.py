@@ -21,6 +21,7 @@ import copy
 import html
 import itertools
 import json
+import mimetypes
 import re
 import time
 import urllib.request
@@ -195,6 +196,8 @@ class FakeTelegram(FakeServer):
         self.topics: dict[int, dict[int, JSONDict]] = {}
         self.commands: dict[str, list[JSONDict]] = {}
         self.webhook: JSONDict | None = None
+        # Bytes of the files sent (sendDocument, sendPhoto) by file_id, as uploaded.
+        self.files: dict[str, JSONDict] = {}
         self.answered_callbacks: dict[str, JSONDict] = {}
         self._open_callbacks: set[str] = set()
         self._updates: list[JSONDict] = []
@@ -202,6 +205,7 @@ class FakeTelegram(FakeServer):
         self._confirmed_offset = 0
         self._allowed_updates: list[str] | None = None
         self._msg_ids: dict[int, itertools.count[int]] = {}
+        self._file_ids = itertools.count(1)
         self._update_event: asyncio.Event | None = None
         self._poll_generation = 0
         self._chat_window: Bucket | SlidingWindow = Bucket(*chat_limit)
@@ -459,6 +463,9 @@ class FakeTelegram(FakeServer):
         "sendMessage",
         "editMessageText",
         "editMessageReplyMarkup",
+        "editMessageCaption",
+        "sendDocument",
+        "sendPhoto",
         "deleteMessage",
         "sendChatAction",
         "answerCallbackQuery",
@@ -561,6 +568,18 @@ class FakeTelegram(FakeServer):
             text = html.unescape(re.sub(r"</?[a-zA-Z][^>]*>", "", text))
         if len(text) > 4096:
             raise bad_request("message is too long")
+        return text
+
+    @staticmethod
+    def _render_caption(p: JSONDict) -> str | None:
+        caption = p.get("caption")
+        if caption is None or str(caption) == "":
+            return None
+        text = str(caption)
+        if str(p.get("parse_mode", "")).upper() == "HTML":
+            text = html.unescape(re.sub(r"</?[a-zA-Z][^>]*>", "", text))
+        if len(text.encode("utf-16-le")) // 2 > 1024:
+            raise bad_request("message caption is too long")
         return text
 
     def _store(self, chat_id: int, msg: JSONDict) -> JSONDict:
@@ -725,6 +744,122 @@ class FakeTelegram(FakeServer):
         msg["message_id"] = self._next_msg_id(cid)
         return self._store(cid, msg)
 
+    def _upload(self, p: JSONDict, field: str) -> JSONDict:
+        """The file of a send: a multipart part (stored under a new file_id) or the
+        file_id of one sent before."""
+        value = p.get(field)
+        if isinstance(value, dict) and "content" in value:
+            content = bytes(value["content"])
+            if not content:
+                raise bad_request("file must be non-empty")
+            name = str(value.get("filename") or "file")
+            uid = f"AgAD{next(self._file_ids):06d}"
+            file_id = f"BQACAgIAAxkBAAI{uid}"
+            stored: JSONDict = {
+                "file_id": file_id,
+                "file_unique_id": uid,
+                "file_name": name,
+                "mime_type": mimetypes.guess_type(name)[0]
+                or str(value.get("content_type") or "application/octet-stream"),
+                "file_size": len(content),
+                "content": content,
+            }
+            self.files[file_id] = stored
+            return stored
+        if isinstance(value, str) and value in self.files:
+            return self.files[value]
+        if value is None or value == "":
+            raise bad_request(f"there is no {field} in the request")
+        raise bad_request("wrong file identifier/HTTP URL specified")
+
+    def _media_message(self, p: JSONDict) -> tuple[int, JSONDict]:
+        """A sent message without its content yet: chat, thread, reply, caption, markup."""
+        chat = self._chat(p)
+        cid = int(chat["id"])
+        msg: JSONDict = {
+            "message_id": 0,
+            "from": self.bot_user,
+            "chat": self._short_chat(chat),
+            "date": int(time.time()),
+        }
+        thread = p.get("message_thread_id")
+        if thread is not None and int(thread) != 1:
+            if chat.get("is_forum") and int(thread) not in self.topics.get(cid, {}):
+                raise bad_request("message thread not found")
+            msg["message_thread_id"] = int(thread)
+            msg["is_topic_message"] = bool(chat.get("is_forum"))
+        reply = p.get("reply_parameters")
+        if isinstance(reply, dict):
+            target = self.messages.get(cid, {}).get(int(reply["message_id"]))
+            if target is None and not reply.get("allow_sending_without_reply"):
+                raise bad_request("message to be replied not found")
+            if target is not None:
+                msg["reply_to_message"] = copy.deepcopy(target)
+                msg["reply_to_message"].pop("reply_to_message", None)
+        caption = self._render_caption(p)
+        if caption is not None:
+            msg["caption"] = caption
+        markup = self._reply_markup(p)
+        if markup is not None and "inline_keyboard" in markup:
+            msg["reply_markup"] = markup
+        return cid, msg
+
+    async def _m_sendDocument(self, p: JSONDict) -> JSONDict:
+        cid, msg = self._media_message(p)
+        stored = self._upload(p, "document")
+        msg["document"] = {k: v for k, v in stored.items() if k != "content"}
+        msg["message_id"] = self._next_msg_id(cid)
+        return self._store(cid, msg)
+
+    async def _m_sendPhoto(self, p: JSONDict) -> JSONDict:
+        cid, msg = self._media_message(p)
+        stored = self._upload(p, "photo")
+        width, height = _image_size(stored["content"])
+        sizes = []
+        for i, scale in enumerate((320, 800, 1280)):
+            w = min(width, scale)
+            h = max(1, height * w // max(width, 1))
+            sizes.append(
+                {
+                    "file_id": f"{stored['file_id']}_{i}",
+                    "file_unique_id": f"{stored['file_unique_id']}{i}",
+                    "width": w,
+                    "height": h,
+                    "file_size": max(1, stored["file_size"] * (i + 1) // 3),
+                }
+            )
+            if w == width:
+                break
+        msg["photo"] = sizes
+        msg["message_id"] = self._next_msg_id(cid)
+        return self._store(cid, msg)
+
+    async def _m_editMessageCaption(self, p: JSONDict) -> JSONDict | bool:
+        caption = self._render_caption(p)
+        markup = self._reply_markup(p)
+        target = self._target_message(p)
+        if target is None:
+            return True
+        _cid, msg = target
+        if not any(k in msg for k in ("document", "photo", "video", "audio", "animation")):
+            raise bad_request("there is no caption in the message to edit")
+        new_markup = markup if markup and "inline_keyboard" in markup else None
+        if msg.get("caption") == caption and msg.get("reply_markup") == new_markup:
+            raise bad_request(
+                "message is not modified: specified new message content and reply markup are "
+                "exactly the same as a current content and reply markup of the message"
+            )
+        if caption is None:
+            msg.pop("caption", None)
+        else:
+            msg["caption"] = caption
+        if new_markup is None:
+            msg.pop("reply_markup", None)
+        else:
+            msg["reply_markup"] = new_markup
+        msg["edit_date"] = int(time.time())
+        return copy.deepcopy(msg)
+
     def _target_message(self, p: JSONDict) -> tuple[int, JSONDict] | None:
         if p.get("inline_message_id"):
             return None
@@ -745,6 +880,8 @@ class FakeTelegram(FakeServer):
         if target is None:
             return True
         _cid, msg = target
+        if "text" not in msg:
+            raise bad_request("there is no text in the message to edit")
         new_markup = markup if markup and "inline_keyboard" in markup else None
         if msg.get("text") == text and msg.get("reply_markup") == new_markup:
             raise bad_request(
@@ -895,6 +1032,22 @@ class FakeTelegram(FakeServer):
         key = self._scope_key({"scope": scope, "language_code": language_code})
         with self._lock:
             return list(self.commands.get(key, []))
+
+
+def _image_size(content: bytes) -> tuple[int, int]:
+    """(width, height) of a PNG (its IHDR) or a JPEG (its first SOF); 512×512 otherwise."""
+    if content[:8] == b"\x89PNG\r\n\x1a\n" and len(content) >= 24:
+        return int.from_bytes(content[16:20], "big"), int.from_bytes(content[20:24], "big")
+    i = 2
+    while content[:2] == b"\xff\xd8" and i + 9 < len(content):
+        if content[i] != 0xFF:
+            break
+        marker, size = content[i + 1], int.from_bytes(content[i + 2 : i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            h = int.from_bytes(content[i + 5 : i + 7], "big")
+            return int.from_bytes(content[i + 7 : i + 9], "big"), h
+        i += 2 + size
+    return 512, 512
 
 
 def retry_after_seconds(value: Any) -> float:

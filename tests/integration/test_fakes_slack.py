@@ -383,3 +383,38 @@ def test_block_actions_payload_shape() -> None:
         __import__("urllib.parse").parse.parse_qs(slack_interactive_body(p))["payload"][0]
     )
     assert decoded == p
+
+
+async def test_upload_flow_of_the_real_client_and_sharing_by_permalink(slack: FakeSlack) -> None:
+    """slack_sdk's files_upload_v2 (getUploadURLExternal → POST to the URL → complete into
+    a channel) against the fake; then an unshared upload shared by a message's link."""
+    web = client(slack)
+    done = await web.files_upload_v2(
+        channel="C0GENERAL", content=b"report bytes", filename="r.txt", title="Report"
+    )
+    (shared_file,) = done["files"]
+    assert slack.files[shared_file["id"]].content == b"report bytes"
+    (upload,) = slack.calls("upload")
+    assert upload.body == b"report bytes" and upload.path == f"/upload/{shared_file['id']}"
+    (posted,) = slack.messages("C0GENERAL")
+    assert posted["files"][0]["id"] == shared_file["id"]
+    assert slack.shared(shared_file["id"]) == [("C0GENERAL", posted["ts"])]
+
+    got = await web.files_getUploadURLExternal(filename="pm.md", length=3)
+    assert got["upload_url"] == f"{slack.root_url}/upload/{got['file_id']}"
+    with pytest.raises(SlackApiError) as exc:  # completed before its bytes arrived
+        await web.files_completeUploadExternal(files=[{"id": got["file_id"]}])
+    assert exc.value.response["error"] == "file_not_found"
+    async with aiohttp.ClientSession() as http, http.post(got["upload_url"], data=b"abc") as r:
+        assert r.status == 200
+    completed = await web.files_completeUploadExternal(
+        files=[{"id": got["file_id"], "title": "PM"}]
+    )
+    (private,) = completed["files"]
+    assert private["title"] == "PM" and private["shares"] == {} and not private["is_public"]
+    assert slack.shared(got["file_id"]) == []
+    message = await web.chat_postMessage(channel="C0INCIDENTS", text=f"<{private['permalink']}|pm>")
+    assert slack.shared(got["file_id"]) == [("C0INCIDENTS", message["ts"])]
+    with pytest.raises(SlackApiError) as exc:
+        await web.files_completeUploadExternal(files=[{"id": "F0UNKNOWN"}])
+    assert exc.value.response["error"] == "file_not_found"

@@ -17,6 +17,7 @@ from telegram import (
     BotCommandScopeChat,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputFile,
     MessageEntity,
     Update,
 )
@@ -399,3 +400,45 @@ def test_in_thread_raw_http() -> None:
             assert err.code == 404
         else:  # pragma: no cover
             pytest.fail("malformed token must be 404")
+
+
+async def test_send_document_and_photo_multipart_and_their_caption_edits(
+    tg: FakeTelegram, bot: Bot
+) -> None:
+    """PTB's multipart uploads: the bytes, file name and caption reach the fake; the answer
+    is a Message with a Document or PhotoSizes; a caption is edited, a text is not."""
+    content = b"# Postmortem\n\nbody\n"
+    doc = await bot.send_document(
+        GROUP["id"],
+        InputFile(content, filename="pm.md"),
+        caption="<b>Postmortem</b>",
+        parse_mode="HTML",
+    )
+    assert doc.document is not None and doc.caption == "Postmortem"
+    assert doc.document.file_name == "pm.md" and doc.document.mime_type == "text/markdown"
+    assert doc.document.file_size == len(content)
+    (call,) = tg.calls("sendDocument")
+    assert call.headers["Content-Type"].startswith("multipart/form-data")
+    assert call.params["document"]["content"] == content
+    assert tg.files[doc.document.file_id]["content"] == content
+    png = (
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+        + (640).to_bytes(4, "big")
+        + (480).to_bytes(4, "big")
+        + b"\x08\x02\x00\x00\x00"
+        + b"\x00" * 4
+    )
+    photo = await bot.send_photo(GROUP["id"], InputFile(png, filename="c.png"), caption="chart")
+    assert photo.photo and (photo.photo[-1].width, photo.photo[-1].height) == (640, 480)
+    assert photo.caption == "chart" and photo.text is None
+    with pytest.raises(BadRequest, match="not modified"):
+        await bot.edit_message_caption(GROUP["id"], photo.message_id, caption="chart")
+    with pytest.raises(BadRequest, match="no text in the message"):
+        await bot.edit_message_text("x", GROUP["id"], photo.message_id)
+    text = await bot.send_message(GROUP["id"], "plain")
+    with pytest.raises(BadRequest, match="no caption in the message"):
+        await bot.edit_message_caption(GROUP["id"], text.message_id, caption="x")
+    with pytest.raises(BadRequest, match="caption is too long"):
+        await bot.send_document(GROUP["id"], InputFile(b"x", filename="x.txt"), caption="y" * 1025)
+    again = await bot.send_document(GROUP["id"], doc.document.file_id)  # by file_id
+    assert again.document is not None and again.document.file_id == doc.document.file_id

@@ -238,7 +238,10 @@ async def test_callback_acknowledge_edits_announcement(
         assert "Acknowledged by bob" in edit.params["text"]
         # Acknowledge is gone; Post update and Resolve stay while the incident is open
         assert callback_data(edit) == ["p:/update #1", "p:/resolve #1"]
-        assert cq["callback_query"]["id"] in tg.answered_callbacks
+        # The click's answer and the edit go out side by side: wait for the answer.
+        qid = cq["callback_query"]["id"]
+        await tg.wait_for("answerCallbackQuery", lambda c: c.params["callback_query_id"] == qid)
+        assert qid in tg.answered_callbacks
         assert bot.app.incidents.get(1).acknowledged_by == "bob"
         # the clicker's answer is posted where the button was
         await tg.wait_for("sendMessage", lambda c: "#1 acknowledged by bob" in c.params["text"])

@@ -36,7 +36,8 @@ class RecordedCall:
     """One request received by a fake.
 
     ``params`` holds the decoded query string + form/multipart/JSON body (JSON-encoded form
-    fields such as ``blocks`` or ``reply_markup`` are decoded). ``outcome`` is one of
+    fields such as ``blocks`` or ``reply_markup`` are decoded; a multipart file part is
+    ``{filename, size, content_type, content}``). ``outcome`` is one of
     ``pending``, ``ok``, ``error`` (API-level error answer), ``failed`` (injected 5xx),
     ``ratelimited``, ``hung``, ``late`` (processed; answer delayed), ``released``, ``aborted``.
     ``delivered`` is True when the call took effect (processed and answered ``ok``), even if
@@ -505,7 +506,13 @@ async def read_params(request: web.Request, json_fields: Callable[[str, str], An
             if not isinstance(part, BodyPartReader) or part.name is None:
                 continue
             if part.filename:
-                params[part.name] = {"filename": part.filename, "size": len(await part.read())}
+                content = bytes(await part.read())
+                params[part.name] = {
+                    "filename": part.filename,
+                    "size": len(content),
+                    "content_type": part.headers.get("Content-Type", ""),
+                    "content": content,
+                }
             else:
                 params[part.name] = json_fields(part.name, await part.text())
     else:
