@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.clock import Clock
+from bot.domain.durations import parse_duration
 from bot.domain.incident import MAX_TITLE, InvalidInput, clean
 from bot.incidents import Incidents
 from bot.integrations.alertmanager import (
@@ -56,6 +59,9 @@ ACTOR = Actor(key="alertmanager", name="alertmanager", roles=frozenset(), known=
 MAX_LINKS = 5
 SHOWN = 5  # alerts named in one room post
 MAX_GROUP_KEY = 500  # the length of incidents.alert_group_key
+# The alerting rules PIRA ships (their ``for`` by alertname); absent in an image
+# without deploy/: then only an alert's ``for`` annotation is known.
+RULES_FILE = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules.yaml"
 
 # (kind, incident number, severity): a verb with its own transaction, done after the
 # batch's commit. kind "severity": raise to that severity; "resolve": resolve (the
@@ -74,8 +80,10 @@ class AlertMapping:
         clock: Clock,
         incidents: Incidents,
         poster: Poster,
+        rules_file: Path | None = RULES_FILE,
     ) -> None:
         self.settings = settings
+        self.rule_for = read_rule_for(rules_file)  # once, at start
         self.clock = clock
         self.incidents = incidents
         self.poster = poster
@@ -142,12 +150,15 @@ class AlertMapping:
         }
         if repeat_of is not None:
             details["repeat_of"] = repeat_of
+        started = self._condition_start(p)
+        if started is not None:
+            details["start_known"] = True
         incident = self.incidents.declare(
             severity=severity,
             title=title,
             by=ACTOR,
             source=SOURCE,
-            started_at=min(group_started_at(p) or now, now),
+            started_at=min(x for x in (started, group_started_at(p), now) if x is not None),
             alert_group_key=stored_key(p.group_key),
             details=details,
             session=s,
@@ -162,6 +173,22 @@ class AlertMapping:
             extra={"incident": incident.number, "severity": severity, "alerts": firing},
         )
         return {"status": "declared", "incident": incident.number, "severity": severity}
+
+    def _condition_start(self, p: AlertmanagerPayload) -> datetime | None:
+        """The earliest ``startsAt - for`` of the group's alerts whose ``for`` is known
+        (None: no alert with both)."""
+        starts = []
+        for a in p.alerts:
+            window = self._for(a)
+            if a.starts_at is not None and window is not None:
+                starts.append(a.starts_at - window)
+        return min(starts, default=None)
+
+    def _for(self, a: Alert) -> timedelta | None:
+        raw = a.annotations.get("for")
+        if raw:
+            return _duration(raw)
+        return self.rule_for.get(a.alertname)
 
     def _update(
         self,
@@ -237,6 +264,36 @@ class AlertMapping:
 
 
 # ---- helpers ---------------------------------------------------------------------
+
+
+def read_rule_for(path: Path | None) -> dict[str, timedelta]:
+    """alertname → its rule's ``for`` from a Prometheus rules file (empty when the file
+    is missing or unreadable: a start it cannot know is left unknown)."""
+    if path is None:
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        log.info("no alerting rules read", extra={"path": str(path), "why": str(exc)[:200]})
+        return {}
+    found: dict[str, timedelta] = {}
+    groups = data.get("groups") if isinstance(data, dict) else None
+    for group in groups if isinstance(groups, list) else []:
+        rules = group.get("rules") if isinstance(group, dict) else None
+        for rule in rules if isinstance(rules, list) else []:
+            if isinstance(rule, dict) and rule.get("alert") and rule.get("for"):
+                window = _duration(str(rule["for"]))
+                if window is not None:
+                    found[str(rule["alert"])] = window
+    return found
+
+
+def _duration(text: str) -> timedelta | None:
+    """A Prometheus duration as far as PIRA's parser reads it (``2m``, ``1h30m``)."""
+    try:
+        return parse_duration(text.strip())
+    except ValueError:
+        return None
 
 
 def stored_key(group_key: str) -> str:

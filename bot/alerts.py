@@ -13,13 +13,14 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
 from bot.alert_batches import AlertBatches
-from bot.alert_mapping import AlertMapping
+from bot.alert_mapping import RULES_FILE, AlertMapping
 from bot.clock import Clock
 from bot.incidents import Incidents
 from bot.integrations.alertmanager import PayloadError, parse_payload
@@ -53,7 +54,11 @@ class AlertIngest:
         self.settings = settings
         self.token = token
         self.mapping = AlertMapping(
-            settings=settings, clock=clock, incidents=incidents, poster=poster
+            settings=settings,
+            clock=clock,
+            incidents=incidents,
+            poster=poster,
+            rules_file=Path(settings.rules_file) if settings.rules_file else RULES_FILE,
         )
         self.batches = AlertBatches(store=store, mapping=self.mapping, notify=notify)
         # Our own registry; register() adds it to the web server's, so /metrics shows it.

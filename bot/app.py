@@ -7,7 +7,7 @@ import logging
 
 from prometheus_client import CollectorRegistry
 
-from bot.action_items import ActionItems
+from bot.action_items import REMINDER_KIND, ActionItems
 from bot.adapters.deps import ChatDeps
 from bot.alerts import AlertIngest
 from bot.clock import Clock, SystemClock
@@ -22,7 +22,11 @@ from bot.metrics import BotMetrics
 from bot.oncall import OnCall
 from bot.outbox import Adapter, ChatAdapter, Poster
 from bot.people import Directory
+from bot.postmortems import Postmortems
 from bot.render import Renderer
+from bot.report import Reports
+from bot.reviews import REMINDER as REVIEW_REMINDER
+from bot.reviews import Reviews
 from bot.rooms import Rooms
 from bot.router import Router, Services
 from bot.settings import Config, Env
@@ -70,6 +74,16 @@ class App:
             poster=self.poster,
             views=self.views,
         )
+        self.action_items = ActionItems(
+            store=self.store, clock=self.clock, config=config, poster=self.poster
+        )
+        self.reviews = Reviews(
+            store=self.store,
+            config=config,
+            clock=self.clock,
+            poster=self.poster,
+            notify=self.outbox.notify,
+        )
         self.timers = Timers(
             store=self.store,
             config=config,
@@ -79,6 +93,10 @@ class App:
             views=self.views,
             notify=self.outbox.notify,
             fence=self._fence,
+            aftermath={
+                REMINDER_KIND: self.action_items.remind,
+                REVIEW_REMINDER: self.reviews.remind,
+            },
         )
         self.incidents = Incidents(
             store=self.store,
@@ -130,7 +148,18 @@ class App:
                 diagnostics=self.diagnostics,
                 actions=self.actions,
                 reads=self.reads,
-                action_items=ActionItems(store=self.store, clock=self.clock),
+                action_items=self.action_items,
+                reports=Reports(
+                    store=self.store,
+                    config=config,
+                    clock=self.clock,
+                    poster=self.poster,
+                    notify=self.outbox.notify,
+                ),
+                postmortems=Postmortems(
+                    store=self.store, clock=self.clock, config=config, poster=self.poster
+                ),
+                reviews=self.reviews,
                 run=self.store.run,
             ),
             commands=commands,

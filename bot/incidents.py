@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.clock import Clock
-from bot.domain.categories import CATEGORIES, categorize
+from bot.domain.categories import CATEGORIES, categorize, categorize_seen
 from bot.domain.incident import (
     MAX_TITLE,
     STATUS_LABELS,
@@ -189,6 +189,7 @@ class Incidents:
             ack,
             fresh=True,
         )
+        self.posts.stakeholders(s, incident, "announce")
         self.timers.on_declared(s, incident, now)
         return incident
 
@@ -249,6 +250,7 @@ class Incidents:
             self._updated(c, f"Severity {word} from {old} to {severity}", ev)
             self.timers.on_severity_changed(c.s, c.incident, c.now)
             self.posts.refresh_announcement(c.s, c.incident, "severity")
+            self.posts.stakeholders(c.s, c.incident, "announce")  # raised to P1: told now
         return Outcome(c.incident, f"#{number} is now {severity}; timers re-planned.")
 
     def set_commander(self, *, number: int, person: str, by: Actor, source: str) -> Outcome:
@@ -283,6 +285,12 @@ class Incidents:
             incident.resolution = resolution
             c.remember("current_status", f"Resolved: {root_cause}")
             incident.category = categorize(root_cause)
+            if incident.category == "other":  # else what /health or the alert saw
+                details = incident.details or {}
+                labels = details.get("labels") or {}
+                incident.category = details.get("seen_category") or categorize_seen(
+                    incident.title, labels.get("alertname")
+                )
             ev = c.event(
                 "resolved", f"resolved: {root_cause}" + (f" -- {resolution}" if resolution else "")
             )
@@ -293,9 +301,7 @@ class Incidents:
                 contact=incident.commander or by.handle,
                 category=CATEGORIES[incident.category],
             )
-            self.posts.post(
-                c.s, incident, Destination.incidents(), "resolved", data, f"resolved:{ev.id}", ()
-            )
+            self.posts.resolved(c.s, incident, data, f"resolved:{ev.id}")  # P0/P1: review proposed
             self.posts.room(
                 c.s,
                 incident,
@@ -305,6 +311,7 @@ class Incidents:
             )
             self.timers.on_resolved(c.s, incident, c.now)
             self.posts.refresh_announcement(c.s, incident, "resolved")
+            self.posts.stakeholders(c.s, incident, "resolved")
         return Outcome(
             incident,
             f"#{number} resolved after {data['duration']}. "
@@ -332,6 +339,18 @@ class Incidents:
             label = CATEGORIES[category]
             c.event("category", f"category: {CATEGORIES.get(old or '', 'none')} → {label}")
         return Outcome(c.incident, f"#{number} root-cause category: {label}.")
+
+    def saw_pattern(self, *, number: int, category: str, by: Actor, source: str) -> bool:
+        """/health in the incident's room matched a runbook pattern: kept for the root
+        cause's category (used when the root-cause text names none), on the timeline
+        once per pattern. False when it was known already (nothing written)."""
+        with self._change(number, by, source) as c:
+            details = c.incident.details or {}
+            if details.get("seen_category") == category:
+                return False
+            c.remember("seen_category", category)
+            c.event("health", f"/health matched the runbook pattern {CATEGORIES[category]}")
+        return True
 
     def page(self, *, number: int, target: str, reason: str, by: Actor, source: str) -> str | None:
         """Page a role or person by hand; returns who was paged (None: said in the room)."""

@@ -11,13 +11,14 @@ above it (it posts through the outbox's poster, in the caller's transaction).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.action_items import listed
 from bot.clock import Clock
 from bot.domain.durations import humanize
 from bot.domain.incident import STATUS_LABELS, InvalidInput
@@ -254,7 +255,7 @@ class OnCall:
 
     def handoff_data(self, now: datetime, boundary: datetime | None = None) -> dict[str, Any]:
         """The handoff document: who hands over to whom at ``boundary`` (default: the
-        next handoff), open incidents, last week's incidents."""
+        next handoff), open incidents, last week's incidents, open action items."""
         current = self.now(now)
         incoming = outgoing = None
         if self.plan is not None:
@@ -282,6 +283,7 @@ class OnCall:
                     .order_by(Incident.number)
                 )
             )
+            items = [{**asdict(i), "due": i.due.isoformat() if i.due else None} for i in listed(s)]
 
         def row(i: Incident) -> dict[str, Any]:
             end = i.resolved_at or now
@@ -304,4 +306,5 @@ class OnCall:
             "outgoing": outgoing,
             "open": [row(i) for i in open_rows],
             "last_week": [row(i) for i in last_week],
+            "items": items,
         }

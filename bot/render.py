@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 from markupsafe import Markup
 
-from bot.domain.incident import clean
+from bot.domain.incident import clean, time_text
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 if not TEMPLATES.is_dir():  # installed as a package: templates shipped beside bot/
@@ -114,8 +114,7 @@ class Renderer:
         if not value:
             return "—"
         when = datetime.fromisoformat(value) if isinstance(value, str) else value
-        local = when.astimezone(self.tz)
-        return local.strftime("%Y-%m-%d %H:%M ") + (local.tzname() or "")
+        return time_text(when, self.tz)
 
     def render(self, platform: str, template: str, data: dict[str, Any]) -> str:
         env = self._envs[platform]

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from bot.incidents import Incidents
     from bot.oncall import OnCall
     from bot.people import Directory
+    from bot.postmortems import Postmortems
+    from bot.report import Reports
+    from bot.reviews import Reviews
     from bot.settings import Config
 
 P = ParamSpec("P")
@@ -44,4 +47,7 @@ class Services:
     actions: ClusterActions
     reads: ClusterReads
     action_items: ActionItems
+    reports: Reports
+    postmortems: Postmortems
+    reviews: Reviews
     run: Runner  # every service method that touches the database is called through it

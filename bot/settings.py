@@ -185,6 +185,10 @@ class Alertmanager(Strict):
     # Severities whose incident is resolved automatically once all its alerts resolve.
     auto_resolve: tuple[Severity, ...] = ()
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+    # The Prometheus rules file whose ``for`` windows date an alert's start (MTTD):
+    # startsAt minus the rule's ``for``. None: the shipped deploy/prometheus/rules.yaml
+    # when it is there; an alert's own ``for`` annotation wins either way.
+    rules_file: str | None = None
 
     @field_validator("severity_map", mode="before")
     @classmethod

@@ -2,7 +2,11 @@
 them: the ack chain and the resolution triggers from the declaration, the
 next-update reminder and its overdue call-out from the last update. Re-planned on a
 severity change, partly cancelled on an acknowledgement, all cancelled on
-resolution. Fired by :class:`bot.timers.Timers`."""
+resolution. Fired by :class:`bot.timers.Timers`.
+
+A severity counted in business time (``business_time``, P3's "next business day"):
+its reminder, overdue call-out and ack chain fall due at the next opening of the
+business calendar when they would fall outside working time."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bot.clock import Clock
+from bot.domain.business import BusinessCalendar
 from bot.settings import Config
 from bot.store.models import Incident, Timer
 
@@ -25,6 +30,14 @@ class TimerPlan:
     def __init__(self, *, config: Config, clock: Clock) -> None:
         self.config = config
         self.clock = clock
+        self.calendar = BusinessCalendar(config.business, config.tz)
+
+    def due(self, severity: str, t: datetime) -> datetime:
+        """When something due at ``t`` falls due for a severity: the next opening of the
+        business calendar for one counted in business time, ``t`` itself otherwise."""
+        if self.config.policy(severity).business_time:
+            return self.calendar.next_open(t)
+        return t
 
     def on_declared(self, s: Session, incident: Incident, now: datetime) -> None:
         # A new incident has no timers yet: plan without looking any up (no query, no
@@ -59,6 +72,7 @@ class TimerPlan:
             return
         due = incident.detected_at + policy.page_after
         for step, link in enumerate(self.config.oncall.chain):
+            due = self.due(incident.severity, due)
             self._upsert(
                 s,
                 incident,
@@ -101,7 +115,7 @@ class TimerPlan:
             self._cancel(s, incident, ("reminder", "overdue"), now)
         every = self.config.policy(incident.severity).update_every
         grace = min(self.config.oncall.overdue_grace, every)
-        due = max(base + every, now)
+        due = self.due(incident.severity, max(base + every, now))
         # A fresh key per arming: re-arming twice in one instant must not collide; a
         # cycle still fires once, because firing marks the row itself.
         stamp = uuid.uuid4().hex[:16]
@@ -120,7 +134,7 @@ class TimerPlan:
                 incident_id=incident.id,
                 kind="overdue",
                 step=0,
-                due_at=due + grace,
+                due_at=self.due(incident.severity, due + grace),
             )
         )
 

@@ -55,6 +55,9 @@ LATE_AFTER = timedelta(seconds=2)
 
 JOB_ID = "pira-timers"
 
+# Fires one aftermath timer in its firing transaction: (session, timer, now, late).
+Aftermath = Callable[[Session, Timer, datetime, str | None], None]
+
 
 class Running:
     """The Timers of this process that a scheduler job may call, by key.
@@ -109,8 +112,12 @@ class Timers:
         views: IncidentViews,
         notify: Callable[[], None] = lambda: None,
         fence: Callable[[], FenceCheck | None] = lambda: None,
+        aftermath: dict[str, Aftermath] | None = None,
     ) -> None:
         self.store = store
+        # Timers of an incident's aftermath (an action item's due date, the review's
+        # reminder), by kind: they fire whatever the incident's state.
+        self.aftermath = dict(aftermath or {})
         # The lease the firing runs under: a timer is marked fired only while this
         # replica still holds the lease it started with (bot/leader.py).
         self.fence = fence
@@ -188,6 +195,8 @@ class Timers:
             timer.fired_at = now
             if timer.incident_id is None:
                 self.calendar.fire(s, timer, now, late)
+            elif timer.kind in self.aftermath:  # after the incident: fires once resolved too
+                self.aftermath[timer.kind](s, timer, now, late)
             else:
                 incident = s.get(Incident, timer.incident_id)
                 if incident is None or not incident.is_open:
@@ -262,9 +271,8 @@ class Timers:
             )
         elif timer.kind == "overdue":
             data = self.views.post_data(incident, now)
-            data.update(
-                overdue=humanize(now - incident.last_update_at - policy.update_every), late=late
-            )
+            # Since the Update fell due (at the next opening, for a business-time severity).
+            data.update(overdue=humanize(now - self.views.next_update(incident)), late=late)
             self.poster.post(s, incident.id, Destination.incidents(), "overdue", data, key)
             self._timeline(
                 s, incident, now, "overdue", f"update overdue by {data['overdue']}", late

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from bot.domain.business import BusinessCalendar
 from bot.domain.incident import STATUS_LABELS, duration_text
 from bot.messages import Button
 from bot.settings import Config
@@ -19,10 +20,18 @@ from bot.store.models import Incident
 class IncidentViews:
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.calendar = BusinessCalendar(config.business, config.tz)
+
+    def next_update(self, incident: Incident) -> datetime:
+        """When the next Update is due, as the reminder's timer has it (bot/timer_plan.py):
+        at the next opening of the business calendar for a severity counted in business
+        time (P3's "next business day")."""
+        policy = self.config.policy(incident.severity)
+        due = incident.last_update_at + policy.update_every
+        return self.calendar.next_open(due) if policy.business_time else due
 
     def post_data(self, incident: Incident, now: datetime) -> dict[str, Any]:
         """Everything the runbook's templates show, JSON-safe (stored in the outbox)."""
-        policy = self.config.policy(incident.severity)
         end = incident.resolved_at or now
         return {
             "number": incident.number,
@@ -33,7 +42,7 @@ class IncidentViews:
             "duration": duration_text(incident.started_at, end),
             "commander": incident.commander,
             "impact": incident.impact,
-            "next_update": (incident.last_update_at + policy.update_every).isoformat(),
+            "next_update": self.next_update(incident).isoformat(),
             "bridge_url": self.config.bridge_url if incident.severity in ("P0", "P1") else None,
         }
 

@@ -1,4 +1,4 @@
-"""After the incident (the runbook's Phase 4): /action add, /action list, /action done."""
+"""After the incident (the runbook's Phase 4): /action add|list|done, /postmortem [publish]."""
 
 from __future__ import annotations
 
@@ -107,3 +107,42 @@ async def action(ctx: Context, args: ActionArgs) -> Reply:
         source=ctx.source,
     )
     return Reply.plain(f"Action item added: {_line(item)}")
+
+
+@dataclass(frozen=True)
+class PostmortemArgs:
+    publish: bool
+    number: int | None
+
+
+def parse_postmortem(a: Args) -> PostmortemArgs:
+    publish = a.peek() == "publish"
+    if publish:
+        a.word("publish")
+    number = a.incident()
+    a.end()
+    return PostmortemArgs(publish, number)
+
+
+@commands.add(
+    "postmortem",
+    usage="/postmortem [#N]  |  /postmortem publish [#N]",
+    summary="draft the postmortem from the record (a Markdown file); publish: post it to "
+    "the stakeholders channel",
+    parse=parse_postmortem,
+    role="responder",
+)
+async def postmortem(ctx: Context, args: PostmortemArgs) -> Reply:
+    number = await ctx.incident(args.number, reading=True)
+    service = ctx.services.postmortems
+    if args.publish:
+        done = await ctx.run(service.publish, number=number, by=ctx.actor, source=ctx.source)
+        return Reply.plain(
+            f"Postmortem of #{number} (draft {done.version}) published to the stakeholders."
+        )
+    done = await ctx.run(service.draft, number=number, by=ctx.actor, source=ctx.source)
+    where = f"#incident-{number}"
+    return Reply.plain(
+        f"Postmortem of #{number}, draft {done.version}: {done.name} posted in {where}. "
+        f"Fill in the review's sections, then /postmortem publish #{number}."
+    )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from bot.cluster_reads import PodInfo
+from bot.domain.categories import parse_category
 from bot.domain.incident import InvalidInput
 from bot.messages import Reply
 from bot.patterns import PATTERNS, Pattern, find_pattern
@@ -42,6 +44,17 @@ def _none(a: Args) -> None:
 )
 async def health(ctx: Context, args: None) -> Reply:
     report = await ctx.services.diagnostics.health()
+    patterns = report.data["patterns"]
+    if patterns and ctx.room_incident is not None:
+        # In an incident's room: what /health saw is kept for the root cause's category.
+        with contextlib.suppress(InvalidInput):  # resolved meanwhile: nothing to keep
+            await ctx.run(
+                ctx.services.incidents.saw_pattern,
+                number=ctx.room_incident,
+                category=parse_category(patterns[0]["name"]),
+                by=ctx.actor,
+                source=ctx.source,
+            )
     return Reply(template="health", data=report.data, buttons=report.buttons)
 
 

@@ -36,6 +36,7 @@ class Declare:
     severity: str | None = None
     title: str | None = None
     show: int | None = None
+    started: str | None = None  # --started <time | 10m ago>: when it really began
 
 
 def parse_incident(a: Args) -> Declare:
@@ -44,7 +45,12 @@ def parse_incident(a: Args) -> Declare:
         a.end()
         return Declare(show=number)
     severity = a.severity()
-    return Declare(severity=severity, title=a.text("the title"))
+    title, flag, started = a.text("the title").partition("--started")
+    if flag and not started.strip():
+        raise UsageError("--started needs a time (10m ago, 14:05, 2026-12-01 14:05)")
+    if flag and not title.strip():
+        raise UsageError("the title is missing")
+    return Declare(severity=severity, title=title.strip(), started=started.strip() or None)
 
 
 async def _show_ticket(ctx: Context, number: int) -> Reply:
@@ -54,7 +60,7 @@ async def _show_ticket(ctx: Context, number: int) -> Reply:
 
 @commands.add(
     "incident",
-    usage="/incident <p0-p3> <title>  |  /incident #N",
+    usage="/incident <p0-p3> <title> [--started <10m ago | 14:05>]  |  /incident #N",
     summary="declare an incident (or show incident N's ticket)",
     parse=parse_incident,
     role="responder",
@@ -63,12 +69,18 @@ async def incident(ctx: Context, args: Declare) -> Reply:
     if args.show is not None:
         return await _show_ticket(ctx, args.show)
     assert args.severity is not None and args.title is not None
+    started = None
+    if args.started is not None:  # known start, as /started records it (for MTTD)
+        tz = ctx.services.config.tz
+        started = parse_moment(args.started, now=ctx.services.clock.now(), tz=tz)
     created = await ctx.run(
         ctx.services.incidents.declare,
         severity=args.severity,
         title=args.title,
         by=ctx.actor,
         source=ctx.source,
+        started_at=started,
+        details={"start_known": True} if started is not None else None,
     )
     policy = ctx.services.config.policy(created.severity)
     paging = (

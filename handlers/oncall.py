@@ -124,7 +124,8 @@ def parse_nothing(a: Args) -> None:
 @commands.add(
     "handoff",
     usage="/handoff",
-    summary="the handoff document: on-call, open incidents, last week's incidents",
+    summary="the handoff document: on-call, open incidents, last week's incidents, open "
+    "action items",
     parse=parse_nothing,
 )
 async def handoff(ctx: Context, args: None) -> Reply:

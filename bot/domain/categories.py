@@ -60,6 +60,18 @@ def categorize(text: str) -> str:
     return "other"
 
 
+def categorize_seen(title: str, alertname: str | None) -> str:
+    """The category of what an alert saw, for a root cause that names none: its
+    alertname split into words (``SparkDriverOOMKilled`` → "Spark Driver OOM Killed"),
+    then the incident's title (an alert's summary)."""
+    if alertname:
+        words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", alertname)
+        found = categorize(words)
+        if found != "other":
+            return found
+    return categorize(title)
+
+
 def parse_category(text: str) -> str:
     """``driver-oom``, ``Driver OOM``, ``driver_oom``, ``oom`` … → the category's key."""
     words = _WORDS.sub("-", text.strip().lower()).strip("-")

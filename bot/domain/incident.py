@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 
 from bot.domain.durations import humanize
 from bot.domain.severity import Severity, normalize_severity
@@ -63,6 +63,12 @@ def check_text(text: str, what: str, limit: int = MAX_TEXT) -> str:
 
 def duration_text(start: datetime, end: datetime) -> str:
     return humanize(end - start)
+
+
+def time_text(when: datetime, tz: tzinfo) -> str:
+    """A moment as posts write it (contract): ``YYYY-MM-DD HH:MM <zone>``, local time."""
+    local = when.astimezone(tz)
+    return local.strftime("%Y-%m-%d %H:%M ") + (local.tzname() or "")
 
 
 def late_text(delta: timedelta) -> str:

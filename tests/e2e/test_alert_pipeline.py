@@ -64,9 +64,15 @@ async def test_failing_jobs_page_and_resolve_through_the_real_stack(
 ) -> None:
     require_binaries("prometheus", "alertmanager")
     port = free_port()
+    # PIRA dates an alert's start by the rule's ``for``: the rules Prometheus runs here.
+    rules = rules_for_test(tmp_path / "rules.yaml", ALERT, window="10s")
     app = make_app(
         config=Config.model_validate(
-            {"people": PEOPLE, "oncall": {"rotation": rotation_from_today("alice", "bob")}}
+            {
+                "people": PEOPLE,
+                "oncall": {"rotation": rotation_from_today("alice", "bob")},
+                "alertmanager": {"rules_file": str(rules)},
+            }
         ),
         clock=SystemClock(),
         env={"PIRA_HTTP_PORT": str(port), "PIRA_ALERTMANAGER_TOKEN": TOKEN},
@@ -84,7 +90,7 @@ async def test_failing_jobs_page_and_resolve_through_the_real_stack(
             run_alertmanager(alertmanager_config_for_test(hook, token_file)) as alertmanager,
             run_prometheus(
                 [exporter.target],
-                rule_files=[rules_for_test(tmp_path / "rules.yaml", ALERT, window="10s")],
+                rule_files=[rules],
                 alertmanager=alertmanager.url,
             ) as prometheus,
         ):
@@ -115,7 +121,8 @@ async def test_failing_jobs_page_and_resolve_through_the_real_stack(
             assert found.severity == "P0"
             assert found.source == "alertmanager"
             assert found.title == "All Spark jobs failing in spark"
-            # The start is the alert's startsAt: after the failures began, before PIRA knew.
+            # The start is startsAt minus the rule's ``for`` (1 s here): after the failures
+            # began, before PIRA knew.
             assert before - timedelta(seconds=2) <= found.started_at <= found.detected_at
             links = found.details["links"]
             assert any(link.startswith(prometheus.url + "/graph?g0.expr=") for link in links)

@@ -432,3 +432,22 @@ async def test_storm_batches_into_one_announcement_per_incident(start_bot: Start
     assert all(status == 200 for status, _ in answers)
     assert len(bot.incidents()) == 20
     assert len(bot.posts("incidents", '"template": "announce"')) == 20
+
+
+async def test_the_category_comes_from_what_the_alert_saw_when_the_root_cause_says_none(
+    start_bot: StartBot,
+) -> None:
+    bot = await start_bot()
+    await bot.post(fixture("am-0.25-driver-oom-firing.json"))
+    await bot.post(group([alert("a", name="SparkExecutorLoss")]))
+    # Root causes naming no pattern: the alerts' patterns are recorded.
+    assert (await bot.driver.say("/resolve #1 restarted the nightly job")).ok
+    assert (await bot.driver.say("/resolve #2 fixed")).ok
+    # A root cause that names one wins over the alert.
+    await bot.post(group([alert("b", name="SparkHighLoad")], key='{}:{alertname="X"}'))
+    assert (await bot.driver.say("/resolve #3 disk full on the shuffle volume")).ok
+    assert [i.category for i in bot.incidents()] == [
+        "driver-oom",
+        "executor-loss",
+        "storage-issue",
+    ]

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from bot.app import App
 from bot.clock import FakeClock
 from bot.settings import Config
-from bot.store.models import Timer
+from bot.store.models import StoredFile, Timer
 from tests.support.driver import Driver
 
 # Handoffs, month ends and DST: the clock is driven (FakeClock).
@@ -71,7 +71,11 @@ async def test_handoff_post_at_local_time_and_monthly_posts(make_app: Callable[.
         await app.timers.fire_due()
         posts = [p for p in await d.posts() if p.tag == "#incidents"]
         summary = next(p for p in posts if "Monthly incident summary 2027-03" in p.text)
-        assert "- P2: 1, mean time to resolve" in summary.text
+        assert "1 incident(s) detected: P0 0, P1 0, P2 1, P3 0" in summary.text
+        assert "- P0 count: 0 (target < 5) ✅" in summary.text
+        with app.store.read() as s:
+            chart = s.scalar(select(StoredFile).where(StoredFile.kind == "report-chart"))
+        assert chart is not None and chart.name == "pira-report-2027-03.png"
         assert "late by" in summary.text
         assert any("Monthly runbook review" in p.text for p in posts)
         await app.timers.fire_due()

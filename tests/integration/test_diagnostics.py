@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.app import App
+from bot.messages import Room
 from tests.fakes.kube_api import FakeKubeApi
 from tests.support.cluster_app import Chat, build_app, cluster_config
 from tests.support.promstack import LOOPBACK, free_port
@@ -47,6 +48,24 @@ async def test_health_reports_the_seeded_platform(chat: Chat) -> None:
     assert [b.command for b in reply.buttons] == ["/scale executors 15", "/restart spark-connect"]
     for platform in ("slack", "telegram"):
         assert "Suggested severity" in chat.text(reply, platform)
+
+
+async def test_health_in_an_incident_room_keeps_the_pattern_for_the_category(chat: Chat) -> None:
+    await chat.say("bob", "/incident p1 nightly ETL down")
+    await chat.say("bob", "/incident p2 something else")
+    room = Room("console", "tty", incident=1)
+    assert (await chat.say("bob", "/health", room)).ok
+    assert (await chat.say("bob", "/health", room)).ok  # kept once
+    assert (await chat.say("bob", "/health")).ok  # not in a room: about no incident
+    # A root cause naming no pattern: the category is what /health saw (the first match).
+    assert (await chat.say("bob", "/resolve #1 restarted it", room)).ok
+    assert (await chat.say("bob", "/resolve #2 restarted it")).ok
+    one = await chat.app.store.run(chat.app.incidents.get, 1)
+    two = await chat.app.store.run(chat.app.incidents.get, 2)
+    assert (one.category, two.category) == ("driver-oom", "other")
+    assert [e.text for e in one.timeline if e.kind == "health"] == [
+        "/health matched the runbook pattern Driver OOM"
+    ]
 
 
 async def test_health_button_goes_through_the_guarded_path(

@@ -37,6 +37,11 @@ SERVICES = {
     "bot/action_items.py",
     "bot/files.py",
     # (aftermath services: one line each)
+    "bot/reviews.py",
+    "bot/report.py",
+    "bot/report_chart.py",
+    "bot/postmortems.py",
+    "bot/postmortem_text.py",
 }
 SDKS = ("telegram", "slack_sdk", "slack_bolt", "kubernetes", "prometheus_api_client")
 MAX_LINES = 400
