@@ -1,6 +1,7 @@
 """Durable timers: the ack chain, resolution escalation, next-update reminders and
-overdue call-outs, calendar posts. Planned by :mod:`bot.timer_plan` (in the
-incident change's transaction), fired here; calendar posts in :mod:`bot.calendar_posts`.
+overdue call-outs, calendar posts, aftermath reminders. Planned by
+:mod:`bot.timer_plan` (in the incident change's transaction), fired here; what each
+kind does is in :mod:`bot.timer_kinds` and :mod:`bot.calendar_posts`.
 
 Design (why not one APScheduler job per timer): every timer is a row of the
 ``timers`` table, planned in the same transaction as the incident change that
@@ -8,12 +9,19 @@ causes it. So a declaration and its timers commit together (nothing half-done),
 a thousand declarations in one transaction cost one commit, not one per job, and
 a timer is marked fired in the same commit as the posts it makes: run twice
 (a crash after the commit but before APScheduler noted the run), it finds itself
-fired and does nothing. APScheduler (``BackgroundScheduler`` with a SQLAlchemy job
-store in the same database: its own thread does the job store's database work, never
-the event loop) holds one durable job, ``bot.timers:tick``, which fires every due
-row; ``misfire_grace_time=None`` and ``coalesce`` mean a tick missed while the bot
-was down runs once when it is back, never skipped. A timer
-that came due while the bot was down fires then, marked "late by …".
+fired and does nothing. Due timers are fired in batches (``BATCH`` a transaction,
+their rows and incidents read with one query each; a batch that fails is fired
+again one timer at a time, so one bad timer holds back no other).
+
+APScheduler (``BackgroundScheduler`` with a SQLAlchemy job store in the same
+database: its own thread does the job store's database work, never the event loop)
+holds one durable job, ``bot.timers:tick``, which fires every due row. Its trigger
+polls every ``POLL``; its next run is moved to the earliest due timer whenever that
+is sooner (:mod:`bot.timer_wake`: after every commit that plans a timer, and after
+every pass), so a timer fires at its time, not on the next poll.
+``misfire_grace_time=None`` and ``coalesce`` mean a run missed while the bot was
+down happens once when it is back, never skipped. A timer that came due while the
+bot was down fires then, marked "late by …".
 """
 
 from __future__ import annotations
@@ -24,26 +32,27 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, ClassVar
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bot.calendar_posts import CalendarPosts
 from bot.clock import Clock
-from bot.domain.durations import format_duration, humanize
 from bot.domain.incident import late_text
-from bot.messages import Destination
 from bot.oncall import OnCall
 from bot.outbox import Fenced
 from bot.settings import Config
 from bot.store import Store
-from bot.store.models import Incident, TimelineEvent, Timer
+from bot.store.models import Incident, Timer
+from bot.timer_kinds import IncidentTimers
 from bot.timer_plan import TimerPlan
+from bot.timer_wake import Wake
 from bot.views import IncidentViews
 
 if TYPE_CHECKING:
@@ -54,6 +63,11 @@ log = logging.getLogger("pira.timers")
 LATE_AFTER = timedelta(seconds=2)
 
 JOB_ID = "pira-timers"
+# Due timers fired in one transaction (a storm of 10,000 due at once: 100 commits).
+BATCH = 100
+# The scheduler's poll (a safety net, and timers planned by other replicas); timers
+# planned here wake it at their due time (bot/timer_wake.py).
+POLL = timedelta(seconds=1)
 
 # Fires one aftermath timer in its firing transaction: (session, timer, now, late).
 Aftermath = Callable[[Session, Timer, datetime, str | None], None]
@@ -83,12 +97,6 @@ class Running:
     @classmethod
     def get(cls, key: str) -> Timers | None:
         return cls._by_key.get(key)
-
-
-def _whom(verb: str, person: str | None, target: str) -> str:
-    if person is None:
-        return f"could not page {target} (said in the room)"
-    return f"{verb} @{person}" + ("" if person == target else f" ({target})")
 
 
 def tick(key: str = "") -> None:
@@ -128,10 +136,14 @@ class Timers:
         self.views = views
         self._notify = notify
         self.plan = TimerPlan(config=config, clock=clock)
+        self.kinds = IncidentTimers(
+            config=config, oncall=oncall, poster=poster, views=views, plan=self.plan
+        )
         self.calendar = CalendarPosts(config=config, oncall=oncall, poster=poster)
         self.scheduler: BackgroundScheduler | None = None
         self._running_key: str | None = None
         self._lock = threading.Lock()  # one firing pass at a time, whichever thread
+        self.wake = Wake(move=self._move, poll=POLL)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- firing --------------------------------------------------------------
@@ -152,8 +164,28 @@ class Timers:
         return fired
 
     def _fire_locked(self, limit: int) -> int:
+        """Passes until nothing more is due (timers planned meanwhile included), then
+        the scheduler is armed for the next due timer (bot/timer_wake.py)."""
         with self._lock:
-            return self._fire_due(limit)
+            self.wake.begin_pass()
+            fired = 0
+            try:
+                while True:
+                    done = self._fire_due(limit)
+                    fired += done
+                    if not self.wake.end_pass(self.clock.now(), self._earliest(), done > 0):
+                        return fired
+            except BaseException:
+                self.wake.abort_pass()
+                raise
+
+    def _earliest(self) -> datetime | None:
+        with self.store.read() as s:
+            return s.scalar(
+                select(func.min(Timer.due_at)).where(
+                    Timer.fired_at.is_(None), Timer.cancelled_at.is_(None)
+                )
+            )
 
     def _fire_due(self, limit: int) -> int:
         now = self.clock.now()
@@ -171,15 +203,48 @@ class Timers:
                 )
             )
         fired = 0
-        for timer_id in ids:
+        for start in range(0, len(ids), BATCH):
+            chunk = ids[start : start + BATCH]
             try:
-                fired += self._fire_one(timer_id)
+                fired += self._fire_batch(chunk)
+                continue
             except Fenced as exc:  # no longer the leader: the new one fires the rest
                 log.warning("timers stopped: fenced", extra={"why": str(exc)})
-                break
-            except Exception:  # one bad timer must not hold back the others
-                log.exception("timer failed", extra={"timer": timer_id})
+                return fired
+            except Exception as exc:  # one bad timer must not hold back the others
+                log.warning(
+                    "timer batch failed: firing it one by one",
+                    extra={"timers": len(chunk), "error": f"{type(exc).__name__}: {exc}"[:200]},
+                )
+            for timer_id in chunk:
+                try:
+                    fired += self._fire_one(timer_id)
+                except Fenced as exc:
+                    log.warning("timers stopped: fenced", extra={"why": str(exc)})
+                    return fired
+                except Exception:
+                    log.exception("timer failed", extra={"timer": timer_id})
         return fired
+
+    def _fire_batch(self, ids: list[int]) -> int:
+        """Fire due timers in one transaction: their rows locked and their incidents
+        read with one query each; every timer marked fired in the commit of its posts."""
+        with self.store.transaction() as s:
+            fence = self.fence()
+            if fence is not None:
+                fence.check(s)
+            timers = list(
+                s.scalars(
+                    select(Timer)
+                    .where(Timer.id.in_(ids))
+                    .order_by(Timer.due_at, Timer.id)
+                    .with_for_update()
+                )
+            )
+            incident_ids = {t.incident_id for t in timers if t.incident_id is not None}
+            if incident_ids:  # into the session's identity map: s.get finds them there
+                list(s.scalars(select(Incident).where(Incident.id.in_(incident_ids))))
+            return sum(self._fire(s, timer) for timer in timers)
 
     def _fire_one(self, timer_id: int) -> int:
         with self.store.transaction() as s:
@@ -187,114 +252,33 @@ class Timers:
             if fence is not None:
                 fence.check(s)
             timer = s.get(Timer, timer_id, with_for_update=True)
-            if timer is None or timer.fired_at is not None or timer.cancelled_at is not None:
-                return 0
-            now = self.clock.now()
-            lateness = now - timer.due_at
-            late = late_text(lateness) if lateness > LATE_AFTER else None
-            timer.fired_at = now
-            if timer.incident_id is None:
-                self.calendar.fire(s, timer, now, late)
-            elif timer.kind in self.aftermath:  # after the incident: fires once resolved too
-                self.aftermath[timer.kind](s, timer, now, late)
-            else:
-                incident = s.get(Incident, timer.incident_id)
-                if incident is None or not incident.is_open:
-                    return 0  # resolved meanwhile: nothing to do
-                self._fire_incident(s, timer, incident, now, late)
-            log.info(
-                "timer fired",
-                extra={
-                    "key": timer.key,
-                    "kind": timer.kind,
-                    "late_s": round(lateness.total_seconds(), 1),
-                },
-            )
-            return 1
+            return 0 if timer is None else self._fire(s, timer)
 
-    def _fire_incident(
-        self, s: Session, timer: Timer, incident: Incident, now: datetime, late: str | None
-    ) -> None:
-        key = f"timer{timer.id}"
-        policy = self.config.policy(incident.severity)
-        if timer.kind == "page":
-            chain = self.config.oncall.chain
-            if timer.step == 0:
-                reason = f"New [{incident.severity}] incident: please acknowledge."
-            else:
-                reason = (
-                    f"Step {timer.step + 1}/{len(chain)} of the ack chain: nobody "
-                    f"acknowledged #{incident.number} in time."
-                )
-            target = timer.target or "primary"
-            person = self.oncall.page(
-                s,
-                incident=incident,
-                target=target,
-                reason=reason,
-                key=key,
-                late=late,
-                once=timer.step > 0,
-            )
-            self._timeline(s, incident, now, "paged", _whom("paged", person, target), late)
-        elif timer.kind == "escalate":
-            after = next((t.after for t in policy.escalate if t.to == timer.target), None)
-            span = format_duration(after) if after is not None else "its deadline"
-            reason = f"Escalation: #{incident.number} not resolved after {span}."
-            target = timer.target or "team_lead"
-            person = self.oncall.page(
-                s,
-                incident=incident,
-                target=target,
-                reason=reason,
-                key=key,
-                late=late,
-                once=True,
-            )
-            self._timeline(
-                s, incident, now, "escalated", _whom("escalated to", person, target), late
-            )
-        elif timer.kind == "reminder":
-            who = incident.commander or self.oncall.who("primary") or incident.reporter
-            self.poster.post(
-                s,
-                incident.id,
-                Destination.incident(incident.number),
-                "reminder",
-                {
-                    "number": incident.number,
-                    "person": who,
-                    "late": late,
-                    "every": format_duration(policy.update_every),
-                },
-                key,
-            )
-        elif timer.kind == "overdue":
-            data = self.views.post_data(incident, now)
-            # Since the Update fell due (at the next opening, for a business-time severity).
-            data.update(overdue=humanize(now - self.views.next_update(incident)), late=late)
-            self.poster.post(s, incident.id, Destination.incidents(), "overdue", data, key)
-            self._timeline(
-                s, incident, now, "overdue", f"update overdue by {data['overdue']}", late
-            )
-            # Keep reminding until someone updates: the next cycle starts now.
-            self.plan.rearm_reminder(s, incident, base=now, now=now)
-
-    @staticmethod
-    def _timeline(
-        s: Session, incident: Incident, now: datetime, kind: str, text: str, late: str | None
-    ) -> None:
-        """What a timer did, on the incident's timeline (its actor: the timer)."""
-        s.add(
-            TimelineEvent(
-                incident_id=incident.id,
-                at=now,
-                actor="timer",
-                source="timer",
-                kind=kind,
-                text=text + (f" ({late})" if late else ""),
-            )
+    def _fire(self, s: Session, timer: Timer) -> int:
+        if timer.fired_at is not None or timer.cancelled_at is not None:
+            return 0
+        now = self.clock.now()
+        lateness = now - timer.due_at
+        late = late_text(lateness) if lateness > LATE_AFTER else None
+        timer.fired_at = now
+        if timer.incident_id is None:
+            self.calendar.fire(s, timer, now, late)
+        elif timer.kind in self.aftermath:  # after the incident: fires once resolved too
+            self.aftermath[timer.kind](s, timer, now, late)
+        else:
+            incident = s.get(Incident, timer.incident_id)
+            if incident is None or not incident.is_open:
+                return 0  # resolved meanwhile: nothing to do
+            self.kinds.fire(s, timer, incident, now, late)
+        log.info(
+            "timer fired",
+            extra={
+                "key": timer.key,
+                "kind": timer.kind,
+                "late_s": round(lateness.total_seconds(), 1),
+            },
         )
+        return 1
 
     # ---- the scheduler (leader only) -------------------------------------------
 
@@ -302,7 +286,7 @@ class Timers:
         with self.store.transaction() as s:
             self.calendar.ensure(s, self.clock.now())
 
-    async def start(self, tick_seconds: float = 1.0) -> None:
+    async def start(self, tick_seconds: float = POLL.total_seconds()) -> None:
         self._loop = asyncio.get_running_loop()
         await self.store.run(self._start_scheduler, tick_seconds)
         await self.fire_due()  # what came due while the bot was down, at once
@@ -328,8 +312,30 @@ class Timers:
         with contextlib.suppress(JobLookupError):
             scheduler.remove_job("pira-timers-default")
         self.scheduler = scheduler
+        self.wake.poll = timedelta(seconds=tick_seconds)
+        self.wake.started(self.clock.now())
+        self.wake.watch(self.store.sessions)
+
+    def _move(self, due: datetime) -> None:
+        """The scheduler job's next run, moved to ``due`` (on this process's clock: a
+        driven clock's time is carried over to the real one the scheduler keeps)."""
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        at = datetime.now(UTC) + (due - self.clock.now())
+        with contextlib.suppress(JobLookupError, SchedulerNotRunningError):
+            scheduler.modify_job(JOB_ID, next_run_time=at)
+
+    def next_wake(self) -> datetime | None:
+        """When the scheduler next runs the firing job (None: not running)."""
+        scheduler = self.scheduler
+        job = scheduler.get_job(JOB_ID) if scheduler is not None else None
+        return job.next_run_time if job is not None else None
 
     async def stop(self) -> None:
+        if self.wake.armed is not None:
+            self.wake.stopped()
+            self.wake.unwatch(self.store.sessions)
         if self.scheduler is not None:
             scheduler, self.scheduler = self.scheduler, None
             await self.store.run(scheduler.shutdown, wait=False)

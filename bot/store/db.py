@@ -155,6 +155,11 @@ class Store:
             },
         )
 
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        """The session factory (for session events, e.g. bot/timer_wake.py's)."""
+        return self._sessions
+
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         with self._sessions.begin() as session:

@@ -477,7 +477,10 @@ class FakeSlack(FakeServer):
 
     async def _api_handler(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
-        params = await read_params(request, _slack_field)
+        try:
+            params = await read_params(request, _slack_field)
+        except ConnectionResetError:  # the client went away mid-request (shutting down)
+            return web.Response(status=499)
         auth = request.headers.get("Authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else params.get("token")
         call = self._record(self._request_call(request, method, params, token))

@@ -483,6 +483,8 @@ class FakeTelegram(FakeServer):
         method = self._CANONICAL.get(raw_method.lower(), raw_method)
         try:
             params = await read_params(request, _tg_field)
+        except ConnectionResetError:  # the client went away mid-request (shutting down)
+            return web.Response(status=499)
         except ValueError:
             params = {}
         if self.latency:

@@ -19,6 +19,8 @@ SERVICES = {
     "bot/oncall.py",
     "bot/timers.py",
     "bot/timer_plan.py",
+    "bot/timer_kinds.py",
+    "bot/timer_wake.py",
     "bot/calendar_posts.py",
     "bot/outbox.py",
     "bot/diagnostics.py",

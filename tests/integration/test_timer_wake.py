@@ -1,0 +1,109 @@
+"""Issue 13: the scheduler wakes at the next due timer, not on its next poll — asserted on
+the real APScheduler's state (its job's next run time), never on elapsed time — and
+due timers fire in batches, each exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.app import App
+from bot.clock import FakeClock
+from bot.settings import Config
+from bot.store.models import OutboxMessage, Timer
+from bot.timers import BATCH
+from tests.integration.test_timers import SECONDS, world  # noqa: F401  (a fixture)
+from tests.support.driver import Driver
+
+pytestmark = pytest.mark.clock
+
+POLL = 3600.0  # the safety poll far away: every wake-up seen here is a moved one
+
+
+@pytest.fixture
+async def running(make_app: Callable[..., App]) -> AsyncIterator[tuple[App, Driver, FakeClock]]:
+    clock = FakeClock()  # Monday 2026-11-30 09:00 UTC
+    app = make_app(config=Config.model_validate(SECONDS), clock=clock)
+    driver = Driver(app)
+    await app.start(scheduler=False)
+    await app.timers.start(tick_seconds=POLL)
+    yield app, driver, clock
+    await app.stop()
+
+
+def wake_in(app: App) -> timedelta:
+    """How far ahead the scheduler's next run is (it keeps real time; the app's driven
+    clock is carried over to it)."""
+    wake = app.timers.next_wake()
+    assert wake is not None
+    return wake - datetime.now(wake.tzinfo)
+
+
+def pending(app: App) -> list[Timer]:
+    with app.store.read() as s:
+        return list(
+            s.scalars(
+                select(Timer)
+                .where(Timer.fired_at.is_(None), Timer.cancelled_at.is_(None))
+                .order_by(Timer.due_at)
+            )
+        )
+
+
+def plan(app: App, key: str, due: datetime) -> None:
+    """A timer planned by a transaction of its own (as any change plans one)."""
+    with app.store.transaction() as s:
+        s.add(Timer(key=key, kind="runbook-review", due_at=due))
+
+
+async def test_planning_a_timer_moves_the_wake_up_to_its_due_time(
+    running: tuple[App, Driver, FakeClock],
+) -> None:
+    app, d, clock = running
+    # Nothing due soon: the scheduler sleeps towards its poll (an hour away).
+    assert wake_in(app) > timedelta(minutes=59)
+
+    # A P2: paged at once (the commit wakes the scheduler), then its ack chain's next
+    # step in 10 minutes, the earliest pending timer: the scheduler sleeps towards it.
+    await d.say("/incident p2 slow shuffle", "carol")
+    await app.timers.fire_due()
+    assert pending(app)[0].due_at - clock.now() == timedelta(minutes=10)
+    assert abs(wake_in(app) - timedelta(minutes=10)) < timedelta(seconds=2)
+
+    # A timer planned while it sleeps towards that one, due sooner: the wake-up moves
+    # to it at the commit (no firing pass: nothing is due yet).
+    plan(app, "test:sooner", clock.now() + timedelta(seconds=30))
+    assert abs(wake_in(app) - timedelta(seconds=30)) < timedelta(seconds=2)
+    assert pending(app)[0].key == "test:sooner"
+
+    # One due later than the wake-up changes nothing.
+    before = app.timers.next_wake()
+    plan(app, "test:later", clock.now() + timedelta(minutes=20))
+    assert app.timers.next_wake() == before
+
+
+async def test_thousands_due_at_once_fire_in_batches_exactly_once(
+    world: tuple[App, Driver, FakeClock],  # noqa: F811
+) -> None:
+    app, _d, clock = world
+    count = BATCH * 3 + 7
+    with app.store.transaction() as s:
+        s.add_all(
+            Timer(key=f"test:{i}", kind="runbook-review", due_at=clock.now()) for i in range(count)
+        )
+    assert await app.timers.fire_due() == count
+    assert await app.timers.fire_due() == 0  # again: nothing fires twice
+    with app.store.read() as s:
+        ids = set(s.scalars(select(Timer.id).where(Timer.key.like("test:%"))))
+        left = s.scalar(
+            select(func.count())
+            .select_from(Timer)
+            .where(Timer.key.like("test:%"), Timer.fired_at.is_(None))
+        )
+        keys = list(s.scalars(select(OutboxMessage.key).where(OutboxMessage.key.like("timer%"))))
+    assert left == 0
+    # One post per timer (the console platform), each from its own timer.
+    assert sorted(keys) == sorted(f"timer{i}@console" for i in ids)
