@@ -177,8 +177,22 @@ class Diagnostics:
         def bind(fn: Callable[[str], Awaitable[Any]], arg: str) -> Callable[[], Awaitable[Any]]:
             return lambda: fn(arg)
 
-        jobs = {k: bind(kube, k) for k in ("pods", "nodes", "connect_status", "executors")}
-        jobs["error_lines"] = bind(kube, "error_lines")
+        # The pods are listed once: the error lines read the logs of the same listing.
+        listing: asyncio.Future[Any] | None = None
+
+        async def pods() -> Any:
+            nonlocal listing
+            if listing is None:
+                listing = asyncio.ensure_future(kube("pods"))
+            return await asyncio.shield(listing)
+
+        async def error_lines() -> Any:
+            cluster = await self.cluster()
+            return await cluster.error_lines(pods=await pods())
+
+        jobs: dict[str, Callable[[], Awaitable[Any]]] = {"pods": pods}
+        jobs.update({k: bind(kube, k) for k in ("nodes", "connect_status", "executors")})
+        jobs["error_lines"] = error_lines
         for check in (*PROM_CHECKS, "slowdown"):
             jobs[f"prom:{check}"] = bind(prom, check)
         return jobs

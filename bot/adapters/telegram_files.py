@@ -125,19 +125,8 @@ class FileSender:
         timeout = self.sender.send_timeout
         upload = InputFile(file.content, filename=file.name)
         reply = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
-        if photo:
-            return await self.sender.bot.send_photo(
-                chat_id,
-                upload,
-                caption=caption,
-                parse_mode=ParseMode.HTML,
-                reply_markup=markup,
-                message_thread_id=thread_id,
-                reply_parameters=reply,
-                read_timeout=timeout,
-                write_timeout=timeout,
-            )
-        return await self.sender.bot.send_document(
+        send = self.sender.bot.send_photo if photo else self.sender.bot.send_document
+        return await send(
             chat_id,
             upload,
             caption=caption,

@@ -7,9 +7,11 @@ The calls themselves are in kube_reads.py, kube_actions.py and kube_restore.py.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -23,6 +25,8 @@ from urllib3.util.retry import Retry
 from bot.integrations.kube_errors import ClusterError, ClusterUnavailable, InvalidRequest, translate
 
 T = TypeVar("T")
+# Threads (and pooled connections) for the API server's calls, per cluster client.
+API_THREADS = 16
 NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 
@@ -51,6 +55,7 @@ def load_api_client(kubeconfig: str | os.PathLike[str] | None = None) -> client.
     # Retry refused connections once, never a read: a retried read timeout would keep the
     # worker thread (and a PATCH/DELETE) going for several timeouts after the caller gave up.
     cfg.retries = Retry(total=1, connect=1, read=0, status=0, other=0, redirect=0)
+    cfg.connection_pool_maxsize = API_THREADS
     return client.ApiClient(cfg)
 
 
@@ -80,6 +85,10 @@ class KubeBase:
         self._custom = client.CustomObjectsApi(api_client)
         # like kubectl's --max-log-requests: bounds the log fan-out over many pods
         self._log_slots = asyncio.Semaphore(max_log_requests)
+        # The client is synchronous: its calls run on threads of their own, as many as the
+        # connection pool, so /health's independent calls go out together (asyncio's
+        # default executor has min(32, CPUs + 4) threads, shared with everything else).
+        self._threads = ThreadPoolExecutor(API_THREADS, thread_name_prefix="pira-kube")
 
     @classmethod
     def from_environment(
@@ -90,11 +99,14 @@ class KubeBase:
 
     def close(self) -> None:
         self._api_client.close()
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         kwargs["_request_timeout"] = float(self.timeout)
         try:
-            return await asyncio.wait_for(asyncio.to_thread(fn, *args, **kwargs), self.timeout)
+            call = functools.partial(fn, *args, **kwargs)
+            running = asyncio.get_running_loop().run_in_executor(self._threads, call)
+            return await asyncio.wait_for(running, self.timeout)
         except TimeoutError:
             raise ClusterUnavailable(f"{what}: no answer within {self.timeout:g}s") from None
         except ApiException as exc:

@@ -99,12 +99,16 @@ class KubeReads(KubeBase):
             tail_lines=tail,
         )
 
-    async def error_lines(self, tail: int = 50, pattern: str = "error") -> list[LogLine]:
-        """``kubectl logs -l <selector> --tail=<tail> | grep -i <pattern>``, per container.
+    async def error_lines(
+        self, tail: int = 50, pattern: str = "error", pods: list[PodInfo] | None = None
+    ) -> list[LogLine]:
+        """``kubectl logs -l <selector> --tail=<tail> | grep -i <pattern>``, per container
+        (``pods``: the platform's pods when the caller listed them already).
 
         Pods whose containers have not started (or vanished meanwhile) are skipped."""
         needle = pattern.lower()
-        pods = [p for p in await self.pods() if p.phase not in ("Pending", "Unknown")]
+        listed = await self.pods() if pods is None else pods
+        pods = [p for p in listed if p.phase not in ("Pending", "Unknown")]
 
         async def one(pod: str, container: str) -> list[LogLine]:
             async with self._log_slots:

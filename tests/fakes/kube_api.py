@@ -38,6 +38,7 @@ import json
 import re
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -792,6 +793,8 @@ class _Handler(BaseHTTPRequestHandler):
                 body_error = f"{what}: {exc}"
         with self.api._lock:
             self.api.requests.append(rec)
+        if self.api.latency:  # a distant API server (benchmarks): each answer this late
+            time.sleep(self.api.latency)
         try:
             # the API server's filter order: authentication, then the handler
             if rec.authorization != f"Bearer {TOKEN}":
@@ -1352,6 +1355,7 @@ class FakeKubeApi:
         self._release = threading.Event()
         self._rv = itertools.count(1000)
         self.metrics_available = True
+        self.latency = 0.0  # seconds added to every answer
         self.requests: list[RecordedRequest] = []
         handler = type("Handler", (_Handler,), {"api": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)

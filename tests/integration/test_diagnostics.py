@@ -50,6 +50,16 @@ async def test_health_reports_the_seeded_platform(chat: Chat) -> None:
         assert "Suggested severity" in chat.text(reply, platform)
 
 
+async def test_health_lists_the_pods_once_and_reads_the_logs_of_that_listing(
+    chat: Chat, kube_api: FakeKubeApi
+) -> None:
+    kube_api.clear_requests()
+    assert (await chat.say("bob", "/health")).ok
+    listings = kube_api.requests_matching("GET", r"/namespaces/spark/pods$")
+    assert len(listings) == 1  # /pods and the error lines used to list them twice
+    assert kube_api.requests_matching("GET", r"/pods/[^/]+/log$")  # the logs were read
+
+
 async def test_health_in_an_incident_room_keeps_the_pattern_for_the_category(chat: Chat) -> None:
     await chat.say("bob", "/incident p1 nightly ETL down")
     await chat.say("bob", "/incident p2 something else")
