@@ -85,14 +85,19 @@ class OnCall:
 
     # ---- who ---------------------------------------------------------------
 
-    def now(self, at: datetime | None = None) -> OnCallNow:
+    def now(self, at: datetime | None = None, *, session: Session | None = None) -> OnCallNow:
+        """Who is on call at ``at`` (``session``: read in the caller's transaction)."""
         at = at or self.clock.now()
-        with self.store.read() as s:
-            override = s.scalar(
-                select(Override)
-                .where(Override.starts_at <= at, Override.ends_at > at)
-                .order_by(Override.id.desc())
-            )
+        if session is not None:
+            override = _override_in(session, at)
+        else:
+            with self.store.read() as s:
+                override = s.scalar(
+                    select(Override)
+                    .where(Override.starts_at <= at, Override.ends_at > at)
+                    .order_by(Override.id.desc())
+                    .limit(1)
+                )
         shift = self.plan.at(at) if self.plan is not None else None
         primary = shift.primary if shift else None
         secondary = shift.secondary if shift else None
@@ -107,12 +112,14 @@ class OnCall:
             override_until=override.ends_at if override else None,
         )
 
-    def who(self, role: str, at: datetime | None = None) -> str | None:
+    def who(
+        self, role: str, at: datetime | None = None, *, session: Session | None = None
+    ) -> str | None:
         """A chain role (primary, secondary, team_lead, …) or a person → a person key."""
         if role == "primary":
-            return self.now(at).primary
+            return self.now(at, session=session).primary
         if role == "secondary":
-            return self.now(at).secondary
+            return self.now(at, session=session).secondary
         return self.directory.resolve_role(role)
 
     def override(self, *, person: str, duration: timedelta, by: Actor) -> OnCallNow:
@@ -144,7 +151,7 @@ class OnCall:
         ``once``: skip a person this incident already paged (the ack chain reaching
         someone an escalation trigger paged already), saying so in the room.
         """
-        person = self.who(target)
+        person = self.who(target, session=s)
         room = Destination.incident(incident.number)
         suffix = f" ({late})" if late else ""
         if person is None:
@@ -308,3 +315,24 @@ class OnCall:
             "last_week": [row(i) for i in last_week],
             "items": items,
         }
+
+
+_OVERRIDES = "pira_overrides"
+
+
+def _override_in(session: Session, at: datetime) -> Override | None:
+    """The override in force at ``at``, read once per transaction (a batch of timers
+    asks for each of its moments, which only move forward): the overrides not over
+    by the first moment asked, kept on the session. Overrides are written by their own
+    command's transaction, never by one that asks this."""
+    cached: tuple[datetime, list[Override]] | None = session.info.get(_OVERRIDES)
+    if cached is None or cached[0] > at:
+        with session.no_autoflush:
+            rows = list(
+                session.scalars(
+                    select(Override).where(Override.ends_at > at).order_by(Override.id.desc())
+                )
+            )
+        cached = (at, rows)
+        session.info[_OVERRIDES] = cached
+    return next((o for o in cached[1] if o.starts_at <= at < o.ends_at), None)

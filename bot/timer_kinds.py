@@ -87,7 +87,7 @@ class IncidentTimers:
                 s, incident, now, "escalated", _whom("escalated to", person, target), late
             )
         elif timer.kind == "reminder":
-            who = incident.commander or self.oncall.who("primary") or incident.reporter
+            who = incident.commander or self.oncall.who("primary", session=s) or incident.reporter
             self.poster.post(
                 s,
                 incident.id,
@@ -100,12 +100,15 @@ class IncidentTimers:
                     "every": format_duration(policy.update_every),
                 },
                 key,
+                fresh=True,  # a timer fires once: its posts' keys are new
             )
         elif timer.kind == "overdue":
             data = self.views.post_data(incident, now)
             # Since the Update fell due (at the next opening, for a business-time severity).
             data.update(overdue=humanize(now - self.views.next_update(incident)), late=late)
-            self.poster.post(s, incident.id, Destination.incidents(), "overdue", data, key)
+            self.poster.post(
+                s, incident.id, Destination.incidents(), "overdue", data, key, fresh=True
+            )
             self._timeline(
                 s, incident, now, "overdue", f"update overdue by {data['overdue']}", late
             )

@@ -31,6 +31,10 @@ from bot.store.models import Timer
 
 _DUE = "pira_earliest_timer"
 RETRY = timedelta(milliseconds=200)
+# A timer due this soon after a pass is waited for by the firing thread itself: under a
+# steady stream of timers, one scheduler round trip (its job store's writes) per timer
+# would cost more than the wait.
+HOLD = timedelta(milliseconds=100)
 
 
 class Wake:
@@ -61,18 +65,24 @@ class Wake:
         with self._lock:
             self.firing, self.again = True, False
 
-    def end_pass(self, now: datetime, earliest: datetime | None, progressed: bool) -> bool:
-        """After a firing pass: True to fire again at once (a timer was planned during
-        the pass, or more came due); else the pass ends and the scheduler is armed for
-        the earliest pending timer when that is before the next poll."""
+    def end_pass(self, now: datetime, earliest: datetime | None, progressed: bool) -> float | None:
+        """After a firing pass: the seconds to wait before firing again in the same run
+        (0: at once — a timer was planned during the pass, or more came due; a timer
+        due within ``HOLD``: wait for it here rather than go through the scheduler);
+        None: the run ends, the scheduler armed for the earliest pending timer when
+        that is before the next poll."""
         with self._lock:
             due_now = earliest is not None and earliest <= now
             if self.again or (progressed and due_now):
                 self.again = False
-                return True
+                return 0.0
+            # Only while the stream flows (this pass fired some): a driven clock, which
+            # does not move while the thread waits, never makes it wait twice.
+            if progressed and earliest is not None and not due_now and earliest - now <= HOLD:
+                return (earliest - now).total_seconds()
             self.firing = False
             if self.armed is None:
-                return False
+                return None
             nominal = now + self.poll  # what the interval trigger does next
             target = None
             if earliest is not None and earliest < nominal:
@@ -82,7 +92,7 @@ class Wake:
             self.armed = target or nominal
         if target is not None:
             self.move(target)
-        return False
+        return None
 
     # ---- the planners' side ------------------------------------------------------------
 

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -173,8 +174,11 @@ class Timers:
                 while True:
                     done = self._fire_due(limit)
                     fired += done
-                    if not self.wake.end_pass(self.clock.now(), self._earliest(), done > 0):
+                    wait = self.wake.end_pass(self.clock.now(), self._earliest(), done > 0)
+                    if wait is None:
                         return fired
+                    if wait > 0:
+                        time.sleep(wait)
             except BaseException:
                 self.wake.abort_pass()
                 raise
@@ -242,9 +246,16 @@ class Timers:
                 )
             )
             incident_ids = {t.incident_id for t in timers if t.incident_id is not None}
-            if incident_ids:  # into the session's identity map: s.get finds them there
+            # Held for the batch: the session's identity map keeps only what is referenced,
+            # and s.get finds these there instead of reading each again.
+            incidents = (
                 list(s.scalars(select(Incident).where(Incident.id.in_(incident_ids))))
-            return sum(self._fire(s, timer) for timer in timers)
+                if incident_ids
+                else []
+            )
+            fired = sum(self._fire(s, timer) for timer in timers)
+            del incidents
+            return fired
 
     def _fire_one(self, timer_id: int) -> int:
         with self.store.transaction() as s:
