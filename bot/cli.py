@@ -1,10 +1,11 @@
-"""``pira run | console | config check | oncall export | slack manifest | report``."""
+"""``pira run | console | config check | config init | oncall export | slack manifest | report``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from datetime import timedelta
@@ -37,7 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     config = sub.add_parser("config", help="configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True)
-    config_sub.add_parser("check", help="validate and print the tables in force", parents=common)
+    check = config_sub.add_parser(
+        "check", help="validate and print the tables in force", parents=common
+    )
+    check.add_argument("--strict", action="store_true", help="warnings are errors too")
+    init = config_sub.add_parser("init", help="write a commented starter pira.yaml")
+    init.add_argument("--out", default="pira.yaml", help="where to write it (default pira.yaml)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
     oncall = sub.add_parser("oncall", help="on-call rotation")
     oncall_sub = oncall.add_subparsers(dest="oncall_command", required=True)
     export = oncall_sub.add_parser("export", help="write the rotation as iCalendar", parents=common)
@@ -59,22 +66,49 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> tuple[Config, Env]:
+def _load(args: argparse.Namespace, warnings: list[str]) -> tuple[Config, Env, str | None]:
     env = Env.from_environ()
     path = args.config or env.config_path
-    return load_config(path), env
+    strict = bool(getattr(args, "strict", False))
+    return load_config(path, warnings=warnings, strict=strict), env, path
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """``pira …``; a broken pipe on stdout (``pira config check | head -2``) ends quietly."""
     try:
-        config, env = _load(args)
+        code = _main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # Whatever is still buffered cannot be written: point stdout at /dev/null so
+        # that the interpreter's final flush does not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: list[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "config" and args.config_command == "init":
+        return config_init(Path(args.out), force=args.force)
+    warnings: list[str] = []
+    try:
+        config, env, path = _load(args, warnings)
     except ConfigError as exc:
         print(f"pira: the configuration {exc.source} is not valid:", file=sys.stderr)
         for error in exc.errors:
             print(f"  - {error}", file=sys.stderr)
+        for warning in exc.warnings:
+            print(f"  - warning: {warning}", file=sys.stderr)
         return 2
-    secrets = logs.setup()
+    for warning in warnings:
+        print(f"pira: warning: {warning}", file=sys.stderr)
+    # The console's logs go to a file: its terminal is for the posts (and warnings).
+    console = args.command == "console" or (
+        args.command == "run" and not env.has_chat_credentials and sys.stdin.isatty()
+    )
+    log_file = Path(env.log_file).absolute() if console else None
+    secrets = logs.setup(log_file=log_file)
     for secret in (
         env.slack_bot_token,
         env.slack_signing_secret,
@@ -85,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         secrets.add(secret)
     if args.command == "config":
-        return config_check(config)
+        return config_check(config, path, warnings)
     if args.command == "oncall":
         return oncall_export(config, weeks=args.weeks, out=Path(args.out))
     if args.command == "slack":
@@ -93,22 +127,46 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         return report(config, env, month=args.month, out=Path(args.out))
     try:
-        if args.command == "console":
-            return asyncio.run(_serve(config, env, secrets, console=True, as_user=args.as_user))
-        console = not env.has_chat_credentials and sys.stdin.isatty()
-        return asyncio.run(_serve(config, env, secrets, console=console, as_user=None))
+        as_user = args.as_user if args.command == "console" else None
+        return asyncio.run(
+            _serve(config, env, secrets, console=console, as_user=as_user, config_path=args.config)
+        )
     except KeyboardInterrupt:
         return 130
 
 
-def config_check(config: Config) -> int:
+def config_check(config: Config, path: str | None, warnings: list[str]) -> int:
     from bot.people import Directory
     from bot.render import Renderer
     from handlers.meta import tables
 
     renderer = Renderer(tz=config.tz, mention=Directory(config).mention)
-    print("Configuration is valid.\n")
+    if path is None:
+        print(
+            "No configuration file (--config FILE or $PIRA_CONFIG): the runbook's defaults "
+            "are in force.\nStart one with `pira config init` (writes a commented "
+            "pira.yaml with every key and its default).\n"
+        )
+    elif warnings:
+        print(f"Configuration is valid, with {len(warnings)} warning(s) (see above).\n")
+    else:
+        print("Configuration is valid.\n")
     print(renderer.render("console", "escalation", tables(config)))
+    return 0
+
+
+def config_init(out: Path, *, force: bool) -> int:
+    from bot.settings_init import starter_yaml
+
+    if out.exists() and not force:
+        print(f"pira: {out} exists; --force overwrites it", file=sys.stderr)
+        return 2
+    try:
+        out.write_text(starter_yaml(), encoding="utf-8")
+    except OSError as exc:
+        print(f"pira: --out: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"Wrote {out}: every key with its default; `pira config check --config {out}`")
     return 0
 
 
@@ -173,9 +231,18 @@ def report(config: Config, env: Env, *, month: str | None, out: Path) -> int:
 
 
 async def _serve(
-    config: Config, env: Env, secrets: Secrets, *, console: bool, as_user: str | None
+    config: Config,
+    env: Env,
+    secrets: Secrets,
+    *,
+    console: bool,
+    as_user: str | None,
+    config_path: str | None = None,
 ) -> int:
-    from bot.adapters.console import ConsoleAdapter, run_console
+    from sqlalchemy.engine import make_url
+
+    from bot.adapters.console import ConsoleAdapter, run_console, run_terminal
+    from bot.adapters.console_term import banner
     from bot.app import App
     from bot.people import Directory
 
@@ -186,7 +253,13 @@ async def _serve(
         return 2
     # Adapters before start: posts of timers that came due while the bot was down
     # are stored for every platform that is there.
-    adapter = ConsoleAdapter(files_dir=env.files_dir)
+    told = config.channels.stakeholders
+    terminal = sys.stdin.isatty() and sys.stdout.isatty()
+    adapter = ConsoleAdapter(
+        files_dir=env.files_dir,
+        stakeholders=bool(told.slack or told.telegram),
+        style="terminal" if terminal else "plain",
+    )
     if console:
         app.add_adapter(adapter)
     else:
@@ -218,7 +291,18 @@ async def _serve(
                 if as_user
                 else Directory.operator_console()
             )
-            serve = asyncio.create_task(run_console(app, adapter, actor, sys.stdin))
+            if terminal:
+                intro = banner(
+                    database=make_url(env.database_url).render_as_string(hide_password=True),
+                    config=config_path or env.config_path,
+                    actor=actor.handle if as_user else "the console",
+                    roles=sorted(actor.roles),
+                    log_file=str(Path(env.log_file).absolute()),
+                )
+                serving = run_terminal(app, adapter, actor, intro)
+            else:
+                serving = run_console(app, adapter, actor, sys.stdin)
+            serve = asyncio.create_task(serving)
             waiter = asyncio.create_task(stop.wait())
             await asyncio.wait({serve, waiter}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()

@@ -233,6 +233,7 @@ class Diagnostics:
             "unchecked": [
                 label for label, part in _labelled(parts) if not part.ok and part.configured
             ],
+            "checked_any": any(part.ok for part in parts.values()),
         }
         if suggestion.severity is not None:
             policy = self.config.policy(suggestion.severity)

@@ -7,6 +7,7 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
@@ -66,13 +67,49 @@ class JsonFormatter(logging.Formatter):
         )
 
 
-def setup(level: str = "INFO", secrets: Secrets | None = None) -> Secrets:
-    """JSON lines on stderr; returns the secrets its lines are scrubbed of."""
+class TerminalFormatter(logging.Formatter):
+    """For a person at the console: ``pira: warning: <event> (key=value, …)``, one line,
+    scrubbed like the JSON lines."""
+
+    def __init__(self, secrets: Secrets) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        extra = [
+            f"{k}={v}"
+            for k, v in record.__dict__.items()
+            if k not in _STANDARD and not k.startswith("_")
+        ]
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            extra.append(f"error={type(exc).__name__}: {exc}")
+        line = f"pira: {record.levelname.lower()}: {record.getMessage()}"
+        if extra:
+            line += f" ({', '.join(extra)})"
+        return _SURROGATE.sub("\ufffd", self.secrets.scrub(line.replace("\n", " ")))
+
+
+def setup(
+    level: str = "INFO", secrets: Secrets | None = None, *, log_file: Path | None = None
+) -> Secrets:
+    """JSON lines on stderr; returns the secrets its lines are scrubbed of. With
+    ``log_file`` (the console): the JSON lines go to that file, and only warnings and
+    errors reach the terminal, one readable line each."""
     secrets = secrets or Secrets()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(secrets))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    if log_file is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter(secrets))
+        root.handlers[:] = [handler]
+    else:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        to_file = logging.FileHandler(log_file, encoding="utf-8")
+        to_file.setFormatter(JsonFormatter(secrets))
+        to_terminal = logging.StreamHandler(sys.stderr)
+        to_terminal.setLevel(logging.WARNING)
+        to_terminal.setFormatter(TerminalFormatter(secrets))
+        root.handlers[:] = [to_file, to_terminal]
     root.setLevel(level)
     # Libraries' chatter (every HTTP request, every scheduler wake-up) is not an event.
     for noisy in ("httpx", "apscheduler", "aiohttp.access", "alembic", "telegram", "slack_bolt"):

@@ -122,6 +122,19 @@ class OnCall:
             return self.now(at, session=session).secondary
         return self.directory.resolve_role(role)
 
+    def unpageable(self) -> str | None:
+        """Why a page to the chain's first step would reach nobody now (None: it would
+        reach someone): said when an incident is declared, instead of a promise."""
+        chain = self.config.oncall.chain
+        if not chain:
+            return "the on-call chain is empty (oncall.chain)"
+        role = chain[0].role
+        if self.who(role) is not None:
+            return None
+        if role in ("primary", "secondary") and self.plan is None:
+            return "no on-call rotation is configured (oncall.rotation)"
+        return f"nobody is configured as {role} (roles.{role})"
+
     def override(self, *, person: str, duration: timedelta, by: Actor) -> OnCallNow:
         if duration <= timedelta(0) or duration > MAX_OVERRIDE:
             raise InvalidInput("an override lasts between 1 minute and 31 days")

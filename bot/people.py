@@ -93,6 +93,19 @@ class Directory:
             return self._by_platform.get(("slack", written.partition(":")[2]))
         return written if written in self.config.people else None
 
+    def not_configured(self, written: str) -> str:
+        """What to tell someone who named a person PIRA does not know."""
+        name = written.partition(":")[2] if written.startswith("slack-id:") else written
+        known = sorted(self.config.people)
+        if not known:
+            return (
+                f"@{name} is not a configured person, and nobody is configured yet: add "
+                "people under `people:` in the configuration (e.g. `alice: {name: Alice, "
+                "slack: U0ALICE, roles: [responder]}`) and restart PIRA"
+            )
+        shown = ", ".join(f"@{k}" for k in known[:20]) + (", …" if len(known) > 20 else "")
+        return f"@{name} is not a configured person (known: {shown})"
+
     def resolve_role(self, role: str) -> str | None:
         """A role of the chain (team_lead, …) or a person key → a person key."""
         if role in self.config.people:

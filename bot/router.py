@@ -282,8 +282,10 @@ class Router:
 
     async def _confirmation(self, verb: str, code: str, message: Message, actor: Actor) -> Reply:
         code = code.upper()
-        if not re.fullmatch(r"[0-9A-F]{6}", code):
+        if not code:
             return Reply.error(f"Usage: /{verb} <code> (the code the bot gave you).")
+        if not re.fullmatch(r"[0-9A-F]{6}", code):
+            return Reply.error(_no_code(code[:20]))
         used = await self.store.run(self._use_code, verb, code, actor, message.platform)
         if isinstance(used, Reply):
             return used
@@ -307,7 +309,7 @@ class Router:
         with self.store.transaction() as s:
             pending = s.get(Confirmation, code)
             if pending is None or pending.used_at is not None:
-                return Reply.error(f"No pending action with code {code}.")
+                return Reply.error(_no_code(code))
             draft = Draft(actor.handle, platform, pending.command)
             if pending.actor != actor.key:
                 detail = f"{verb} {code} by another person than {pending.actor}"
@@ -365,3 +367,11 @@ def _sentence(text: str) -> str:
         return text
     text = text[0].upper() + text[1:]
     return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _no_code(code: str) -> str:
+    window = int(CONFIRM_WINDOW.total_seconds())
+    return (
+        f"No pending action with code {code}: it is unknown, used already, or expired "
+        f"(a code lasts {window} s). Run the command again for a new one."
+    )

@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from bot.domain.severity import Severity
 from bot.integrations.prometheus import RunbookQueries
@@ -275,12 +275,6 @@ class Config(Strict):
             raise ValueError(f"unknown role {v!r} (use {', '.join(PERMISSIONS)})")
         return v
 
-    @model_validator(mode="after")
-    def _cross(self) -> Config:
-        if self.cluster.executors.min > self.cluster.executors.max:
-            raise ValueError("cluster.executors.min is above cluster.executors.max")
-        return self
-
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -289,12 +283,17 @@ class Config(Strict):
         return self.severities[severity]  # type: ignore[index]
 
 
-def _path(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc if p not in ("function-after", "function-before"))
+def load_config(
+    path: str | os.PathLike[str] | None,
+    *,
+    warnings: list[str] | None = None,
+    strict: bool = False,
+) -> Config:
+    """Read and validate the YAML file; no path → the runbook's defaults.
 
-
-def load_config(path: str | os.PathLike[str] | None) -> Config:
-    """Read and validate the YAML file; no path → the runbook's defaults."""
+    Every error at once (:mod:`bot.settings_check`) in a :class:`ConfigError`; the
+    warnings are appended to ``warnings``, or are errors too when ``strict``.
+    """
     if path is None:
         return Config()
     source = str(path)
@@ -313,14 +312,13 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, ["the file must be a mapping of keys (timezone:, severities:…)"])
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        errors = []
-        for err in exc.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            where = _path(err["loc"]) or "(top level)"
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
-            errors.append(f"{where}: {msg}")
-        raise ConfigError(source, errors) from None
+    from bot.settings_check import check
+
+    config, errors, found = check(data)
+    if strict:
+        errors, found = errors + [f"{w} (an error under --strict)" for w in found], []
+    if errors:
+        raise ConfigError(source, errors, warnings=found)
+    if warnings is not None:
+        warnings.extend(found)
+    return config

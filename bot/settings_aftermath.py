@@ -1,6 +1,8 @@
 """The configuration of the runbook's aftermath: the business calendar (working days,
 hours, public and explicit holidays: P3's "next business day" and the post-incident
-review's slot) and the review itself (``pir``)."""
+review's slot) and the review itself (``pir``). The rules between their keys (a
+subdivision needs its country, ``pir.rest`` < ``pir.within``) are checked with the
+other cross-field rules in :mod:`bot.settings_check`."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import re
 from datetime import date, time, timedelta
 from typing import Any
 
-from pydantic import field_validator, model_validator
+from pydantic import field_validator
 
 from bot.settings_fields import Duration, Strict
 
@@ -55,12 +57,6 @@ class Holidays(Strict):
                     raise ValueError(f"write each date as YYYY-MM-DD, not {d!r}") from None
             return tuple(out)
         return v
-
-    @model_validator(mode="after")
-    def _subdivision(self) -> Holidays:
-        if self.subdivision is not None and self.country is None:
-            raise ValueError("a subdivision needs its country")
-        return self
 
 
 class Business(Strict):
@@ -117,12 +113,6 @@ class Pir(Strict):
     def _at(cls, v: str) -> str:
         clock_time(v, "pir.at")
         return v.strip()
-
-    @model_validator(mode="after")
-    def _window(self) -> Pir:
-        if self.rest >= self.within:
-            raise ValueError("pir.rest must be shorter than pir.within")
-        return self
 
     @property
     def time(self) -> time:

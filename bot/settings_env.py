@@ -31,6 +31,8 @@ class Env:
     in_cluster: bool = False
     # Where the console writes the files of its posts (relative: to the working directory).
     files_dir: str = "pira-files"
+    # The console's log (JSON lines); on its terminal only warnings and errors.
+    log_file: str = "pira-console.log"
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Env:
@@ -61,6 +63,7 @@ class Env:
             kubeconfig=get("KUBECONFIG"),
             in_cluster=bool(get("KUBERNETES_SERVICE_HOST")),
             files_dir=get("PIRA_FILES_DIR") or "pira-files",
+            log_file=get("PIRA_LOG_FILE") or "pira-console.log",
         )
 
     @property

@@ -47,7 +47,8 @@ class Strict(BaseModel):
 class ConfigError(Exception):
     """The configuration file cannot be used; ``errors`` lists each problem with its key path."""
 
-    def __init__(self, source: str, errors: list[str]) -> None:
+    def __init__(self, source: str, errors: list[str], warnings: list[str] | None = None) -> None:
         super().__init__(f"{source}: {len(errors)} error(s)")
         self.source = source
         self.errors = errors
+        self.warnings = warnings or []

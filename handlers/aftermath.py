@@ -94,7 +94,7 @@ async def action(ctx: Context, args: ActionArgs) -> Reply:
     if args.owner is not None:
         owner = ctx.services.directory.find(args.owner)
         if owner is None:
-            raise InvalidInput(f"@{args.owner} is not a configured person")
+            raise InvalidInput(ctx.services.directory.not_configured(args.owner))
     due = _due(args.due, ctx.services.clock.now(), ctx)
     number = await ctx.incident(args.number, reading=True)
     item = await ctx.run(

@@ -83,9 +83,12 @@ async def incident(ctx: Context, args: Declare) -> Reply:
         details={"start_known": True} if started is not None else None,
     )
     policy = ctx.services.config.policy(created.severity)
+    nobody = await ctx.run(ctx.services.oncall.unpageable)
     paging = (
         "no page (severity without paging)"
         if policy.page_after is None
+        else f"nobody will be paged: {nobody}"
+        if nobody
         else "paging the on-call now"
         if not policy.page_after
         else f"paging the on-call in {format_duration(policy.page_after)} unless acknowledged"
@@ -219,10 +222,7 @@ async def commander(ctx: Context, args: PersonArgs) -> Reply:
     number = await ctx.incident(args.number)
     person = ctx.services.directory.find(args.person)
     if person is None:
-        known = (
-            ", ".join(f"@{k}" for k in sorted(ctx.services.config.people)) or "nobody configured"
-        )
-        raise InvalidInput(f"@{args.person} is not a configured person (known: {known})")
+        raise InvalidInput(ctx.services.directory.not_configured(args.person))
     return await _verb(ctx, number, ctx.services.incidents.set_commander, person=person)
 
 

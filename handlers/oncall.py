@@ -61,7 +61,7 @@ async def oncall(ctx: Context, args: OnCallArgs) -> Reply:
         return _oncall_reply(await ctx.run(service.now))
     person = ctx.services.directory.find(args.person)
     if person is None:
-        raise InvalidInput(f"@{args.person} is not a configured person")
+        raise InvalidInput(ctx.services.directory.not_configured(args.person))
     assert args.duration is not None
     return _oncall_reply(
         await ctx.run(service.override, person=person, duration=args.duration, by=ctx.actor)
@@ -101,7 +101,7 @@ async def page(ctx: Context, args: PageArgs) -> Reply:
     if target not in ROLE_NAMES:
         found = app.directory.find(target)
         if found is None:
-            raise InvalidInput(f"@{target} is not a configured person")
+            raise InvalidInput(ctx.services.directory.not_configured(target))
         target = found
     reason = f"Paged by {ctx.actor.handle}" + (f": {args.message}" if args.message else ".")
     person = await ctx.run(

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from bot.adapters.console_term import Commands, Screen
 from bot.messages import Destination, Message, Reply, Room
 from bot.outbox import Attachment, Outbound
 from bot.people import Actor
@@ -31,19 +32,36 @@ log = logging.getLogger("pira.console")
 class ConsoleAdapter:
     name = "console"
 
-    def __init__(self, out: IO[str] | None = None, *, files_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        out: IO[str] | None = None,
+        *,
+        files_dir: str | Path | None = None,
+        stakeholders: bool = True,
+        style: str = "markdown",
+    ) -> None:
         """``files_dir``: where files of posts are written (None: ``PIRA_FILES_DIR`` of the
-        environment, read when the first file is written)."""
-        self.out = out or sys.stdout
+        environment, read when the first file is written). ``stakeholders``: whether
+        the stakeholders channel's posts are shown (``pira console``: only when
+        ``channels.stakeholders`` is configured, as on the chat platforms).
+        ``style``: how posts are shown (bot/adapters/console_term.py: ``markdown`` as
+        rendered, ``plain`` for a pipe, ``terminal`` with colour under the prompt).
+        Without ``out``, stdout as it is at each write (under the prompt, its proxy)."""
+        self._out = out
         self._files_dir = Path(files_dir) if files_dir is not None else None
+        self.stakeholders = stakeholders
+        self.screen = Screen(out, style)
+
+    @property
+    def out(self) -> IO[str]:
+        return self._out or sys.stdout
 
     def reaches(self, destination: Destination) -> bool:
-        return True
+        return self.stakeholders or destination.kind != "stakeholders"
 
     def write(self, tag: str, text: str) -> None:
         # One write per message, so concurrent posts never interleave mid-message.
-        self.out.write(f"[{tag}] {text}\n\n")
-        self.out.flush()
+        self.screen.write(tag, text, self.out)
 
     async def deliver(self, message: Outbound) -> dict[str, Any] | None:
         if message.edit_of is not None:
@@ -119,24 +137,56 @@ async def run_console(app: Any, adapter: ConsoleAdapter, actor: Actor, stream: I
         line = await queue.get()
         if line is None:
             break
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        message = Message(
-            platform="console",
-            user_id=actor.key,
-            text=text,
-            room=Room(platform="console"),
-            user_name=actor.name,
-        )
-        reply: Reply = await app.router.handle(message, actor)  # never raises
-        try:
-            text = app.renderer.render("console", reply.template, reply.data)
-        except Exception:
-            log.exception("reply could not be rendered", extra={"template": reply.template})
-            text = "PIRA could not show its answer; the error is in the bot's log."
-        adapter.write("reply", text)
+        await handle_line(app, adapter, actor, line)
+    await _deliver(app)
+
+
+async def run_terminal(app: Any, adapter: ConsoleAdapter, actor: Actor, intro: str) -> None:
+    """The console on a terminal: the banner, then a prompt with line editing, history
+    and completion until Ctrl-D; posts arriving meanwhile are printed above the line."""
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.patch_stdout import patch_stdout
+
+    # No cursor-position requests: a terminal (or a test's pty) that does not answer them
+    # would make the prompt wait, and swallow what is typed meanwhile.
+    os.environ.setdefault("PROMPT_TOOLKIT_NO_CPR", "1")
+    numbers: list[int] = []
+    completer = Commands(app.router.commands, app.config.people, lambda: numbers)
+    session: PromptSession[str] = PromptSession(completer=completer, complete_while_typing=False)
+    sys.stdout.write(intro + "\n")
+    sys.stdout.flush()
+    with patch_stdout(raw=True):
+        while True:
+            numbers[:] = await app.store.run(app.incidents.open_numbers)
+            try:
+                line = await session.prompt_async("pira> ")
+            except KeyboardInterrupt:
+                continue  # Ctrl-C drops the line being typed, as in a shell
+            except EOFError:
+                break
+            await handle_line(app, adapter, actor, line)
         await _deliver(app)
+
+
+async def handle_line(app: Any, adapter: ConsoleAdapter, actor: Actor, line: str) -> None:
+    """One line of input: the command's reply, then what it posted."""
+    text = line.strip()
+    if not text or text.startswith("#"):
+        return
+    message = Message(
+        platform="console",
+        user_id=actor.key,
+        text=text,
+        room=Room(platform="console"),
+        user_name=actor.name,
+    )
+    reply: Reply = await app.router.handle(message, actor)  # never raises
+    try:
+        text = app.renderer.render("console", reply.template, reply.data)
+    except Exception:
+        log.exception("reply could not be rendered", extra={"template": reply.template})
+        text = "PIRA could not show its answer; the error is in the bot's log."
+    adapter.write("reply", text)
     await _deliver(app)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -37,10 +38,10 @@ def test_a_whole_incident_in_a_terminal(db_url: str, procs: list[ConsoleProc]) -
     bot = start(procs, db_url)
     bot.send("/incident p1 Spark jobs failing on prod")
     announce = bot.wait_for("#incidents", "Incident: Spark jobs failing on prod")
-    assert announce.text.startswith("🚨 **[P1] Incident: Spark jobs failing on prod**")
-    assert "**Status:** 🟡 Investigating" in bot.wait_for("#incidents", "Next Update").text
-    started = re.search(r"\*\*Started:\*\* (\S+ \d\d):(\d\d) UTC", announce.text)
-    nxt = re.search(r"\*\*Next Update:\*\* (\S+ \d\d):(\d\d) UTC", announce.text)
+    assert announce.text.startswith("🚨 [P1] Incident: Spark jobs failing on prod")
+    assert "Status: 🟡 Investigating" in bot.wait_for("#incidents", "Next Update").text
+    started = re.search(r"Started: (\S+ \d\d):(\d\d) UTC", announce.text)
+    nxt = re.search(r"Next Update: (\S+ \d\d):(\d\d) UTC", announce.text)
     assert started and nxt
     assert (int(nxt.group(2)) - int(started.group(2))) % 60 == 30  # 30 min later
     for command in (
@@ -51,15 +52,15 @@ def test_a_whole_incident_in_a_terminal(db_url: str, procs: list[ConsoleProc]) -
         "/timeline",
     ):
         bot.send(command)
-    bot.wait_for("#incidents", "**Status:** 🟠 Mitigating")
-    bot.wait_for("#incidents", "**Update:** executors recovering")
+    bot.wait_for("#incidents", "Status: 🟠 Mitigating")
+    bot.wait_for("#incidents", "Update: executors recovering")
     resolved = bot.wait_for("#incidents", "Incident Resolved: Spark jobs failing on prod")
     timeline = bot.wait_for("reply", "Timeline of #1")
     assert bot.finish() == 0
     resolved = bot.matching("#incidents", "Incident Resolved")[0]
-    assert "**Status:** ✅ Resolved" in resolved.text
-    assert re.search(r"\*\*Duration:\*\* \d+ s", resolved.text)
-    assert "**Root Cause:** driver OOM in nightly ETL" in resolved.text
+    assert "Status: ✅ Resolved" in resolved.text
+    assert re.search(r"Duration: \d+ s", resolved.text)
+    assert "Root Cause: driver OOM in nightly ETL" in resolved.text
     timeline = bot.matching("reply", "Timeline of #1")[0]
     for step in (
         "declared [P1]",
@@ -70,6 +71,23 @@ def test_a_whole_incident_in_a_terminal(db_url: str, procs: list[ConsoleProc]) -
     ):
         assert step in timeline.text
     assert len(bot.matching("#incidents", "Incident: Spark")) == 1
+
+
+def test_stakeholders_posts_show_only_when_their_channel_is_configured(
+    db_url: str, procs: list[ConsoleProc], tmp_path: Path
+) -> None:
+    plain = start(procs, db_url)
+    plain.send("/incident p1 nobody outside hears")
+    plain.wait_for("#incidents", "Incident: nobody outside hears")
+    assert plain.finish() == 0
+    assert plain.matching("#stakeholders", "") == []
+    config = tmp_path / "pira.yaml"
+    config.write_text("channels:\n  stakeholders: {slack: C0STAKE}\n")
+    told = start(procs, db_url, config=config)
+    told.send("/incident p1 stakeholders hear of it")
+    notice = told.wait_for("#stakeholders", "Service disruption: stakeholders hear of it")
+    assert "/" not in notice.text.replace("https://", "")  # no commands
+    assert told.finish() == 0
 
 
 def test_bad_input_keeps_the_bot_running(db_url: str, procs: list[ConsoleProc]) -> None:
@@ -101,7 +119,7 @@ def test_kill_9_and_restart_loses_and_doubles_nothing(
     bot = start(procs, db_url)
     bot.send("/incident p2 Single team jobs failing")
     bot.send("/update looking at the scheduler")
-    bot.wait_for("#incidents", "**Update:** looking at the scheduler")
+    bot.wait_for("#incidents", "Update: looking at the scheduler")
     bot.kill9()
 
     # A post stored by the crashed process but never printed (the crash hit between
@@ -175,7 +193,12 @@ def test_a_line_of_invalid_utf8_is_answered_and_the_console_goes_on(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIRA_", "LC_", "LANG"))}
     config = tmp_path / "pira.yaml"
     config.write_text("people: {vera: {name: Vera}}\n")  # no roles
-    env.update(PIRA_DATABASE_URL=db_url, PIRA_CONFIG=str(config), LC_ALL=locale)
+    env.update(
+        PIRA_DATABASE_URL=db_url,
+        PIRA_CONFIG=str(config),
+        LC_ALL=locale,
+        PIRA_LOG_FILE=str(tmp_path / "console.log"),
+    )
     done = subprocess.run(
         pira_command("console", "--as", "vera"),
         input=b"/help\n/update bad\xff\xfebytes\n/oncall override @x 1h\xff\n/help\n",
@@ -192,3 +215,30 @@ def test_a_line_of_invalid_utf8_is_answered_and_the_console_goes_on(
     assert "needs the responder role" in replies[1]
     assert "Not a duration: '1h\ufffd'" in replies[2]
     assert "Traceback" not in done.stderr.decode(errors="replace")
+
+
+def test_piped_output_is_plain_text_and_the_log_goes_to_its_file(
+    db_url: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIRA_")}
+    log = tmp_path / "console.log"
+    env.update(PIRA_DATABASE_URL=db_url, PIRA_LOG_FILE=str(log))
+    done = subprocess.run(
+        pira_command("console"),
+        input=b"/incident p1 jobs failing\n/update executors back\n/resolve fixed\n",
+        capture_output=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
+    out, err = done.stdout.decode(), done.stderr.decode()
+    assert done.returncode == 0, err[-2000:]
+    posts = parse(out)
+    assert {p.tag for p in posts} >= {"reply", "#incidents", "#incident-1"}
+    announce = next(p.text for p in posts if p.tag == "#incidents")
+    assert announce.startswith("🚨 [P1] Incident: jobs failing\n")  # the tag kept, no **
+    assert "**" not in out and "\x1b[" not in out  # no Markdown, no colour
+    assert not any(line.startswith("{") for line in out.splitlines())  # no JSON line
+    assert err == ""  # no info lines on the terminal: they are in the log file
+    events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
+    assert "database migrated" in events

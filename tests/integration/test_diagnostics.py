@@ -149,7 +149,9 @@ async def test_health_without_kubernetes_or_prometheus_configured(
         await app.stop()
     assert "Kubernetes API:** not configured (set KUBECONFIG" in text
     assert "Prometheus not configured" in text
-    assert "nothing checked indicates an incident" in text
+    # Nothing was checked: no "nothing indicates an incident" (issue 14, part 3).
+    assert "nothing checked indicates an incident" not in text
+    assert "**Suggested severity:** none: nothing could be checked (why is said above)" in text
     assert "Not checked" not in text  # not configured is not "no answer"
     assert not pods.ok and "Kubernetes is not configured" in chat.text(pods)
 

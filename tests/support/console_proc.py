@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -33,7 +34,15 @@ class ConsoleProc:
         extra_env: dict[str, str] | None = None,
     ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIRA_")}
-        env.update(PIRA_DATABASE_URL=db_url, PYTHONUNBUFFERED="1", **(extra_env or {}))
+        # The console's log and files: a folder of the process's own, never the tree.
+        self.folder = Path(tempfile.mkdtemp(prefix="pira-console-"))
+        env.update(
+            PIRA_DATABASE_URL=db_url,
+            PYTHONUNBUFFERED="1",
+            PIRA_LOG_FILE=str(self.folder / "console.log"),
+            PIRA_FILES_DIR=str(self.folder / "files"),
+            **(extra_env or {}),
+        )
         if config is not None:
             env["PIRA_CONFIG"] = str(config)
         args = pira_command("console")

@@ -84,7 +84,9 @@ def test_every_error_is_listed_with_its_path(tmp_path: Path) -> None:
         load_config(path)
     errors = "\n".join(info.value.errors)
     assert "timezone: unknown time zone 'Mars/Olympus'" in errors
-    assert "unknown severity 'P9'" in errors
+    assert "severities.P9: unknown severity (use P0, P1, P2 or P3)" in errors
+    assert "severities.P0.update_every: not a duration: 30" in errors
+    assert "cluster.executors.min: 10 is above cluster.executors.max (5)" in errors
     assert "surprise: unknown key" in errors
     assert "people.alice.roles: unknown role(s) ['wizard']" in errors
 
