@@ -20,15 +20,17 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None, **kw: object) -> str:
+def run(
+    *args: str | Path, cwd: Path, env: dict[str, str] | None = None, input: str | None = None
+) -> str:
     done = subprocess.run(
         [str(a) for a in args],
         cwd=cwd,
         env=env,
+        input=input,
         capture_output=True,
         text=True,
         timeout=240,
-        **kw,  # type: ignore[arg-type]
     )
     assert done.returncode == 0, f"{args}: {done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     return done.stdout
