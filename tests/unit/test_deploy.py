@@ -29,6 +29,15 @@ def test_deployment_uses_the_least_privilege_account_and_contract_names() -> Non
     assert secrets and all("valueFrom" in e for e in secrets)  # never inline
 
 
-def test_dockerfile_runs_pira() -> None:
+def test_dockerfile_builds_a_wheel_and_runs_it_as_a_user() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
-    assert 'ENTRYPOINT ["pira"]' in text and "COPY templates" in text
+    build, runtime = text.split("\nFROM ")[1:]  # two stages
+    assert build.startswith("python:3.11-slim AS build") and "pip wheel" in build
+    assert "COPY templates" in build  # into the wheel, as package data
+    assert runtime.startswith("python:3.11-slim AS runtime")
+    # The runtime stage holds the wheel only: no source tree, no build tools.
+    assert "COPY --from=build /dist /dist" in runtime
+    assert not any(f"COPY {d}" in runtime for d in ("bot", "handlers", "templates", "."))
+    assert "USER 10001" in runtime and "HEALTHCHECK" in runtime and "/healthz" in runtime
+    assert 'ENTRYPOINT ["pira"]' in runtime and 'CMD ["run"]' in runtime
+    assert "org.opencontainers.image.title" in runtime
