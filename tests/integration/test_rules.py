@@ -25,6 +25,10 @@ RULES = PROM_DIR / "rules.yaml"
 RULE_CR = PROM_DIR / "prometheusrule.yaml"
 RULES_TEST = PROM_DIR / "rules_test.yaml"
 AM_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yaml"
+# PIRA's own health: its rules, their PrometheusRule, their unit tests.
+SELF_RULES = PROM_DIR / "pira-rules.yaml"
+SELF_CR = PROM_DIR / "pira-prometheusrule.yaml"
+SELF_TEST = PROM_DIR / "pira-rules_test.yaml"
 TOOL_TIMEOUT = 120
 
 
@@ -65,6 +69,50 @@ def test_promtool_unit_tests() -> None:
     promtool = require_binaries("promtool")["promtool"]
     output = run([promtool, "test", "rules", RULES_TEST.name], PROM_DIR)
     assert "SUCCESS" in output
+
+
+def test_promtool_checks_and_unit_tests_of_piras_own_rules(tmp_path: Path) -> None:
+    promtool = require_binaries("promtool")["promtool"]
+    assert "SUCCESS" in run([promtool, "check", "rules", str(SELF_RULES)], PROM_DIR)
+    assert "SUCCESS" in run([promtool, "test", "rules", SELF_TEST.name], PROM_DIR)
+    extracted = tmp_path / "from-prometheusrule.yaml"
+    extracted.write_text(yaml.safe_dump({"groups": load(SELF_CR)["spec"]["groups"]}))
+    assert "SUCCESS" in run([promtool, "check", "rules", str(extracted)], tmp_path)
+
+
+def test_piras_own_rules_are_tested_with_cases_that_fire_and_that_stay_quiet(
+    tmp_path: Path,
+) -> None:
+    cases = [c for t in load(SELF_TEST)["tests"] for c in t.get("alert_rule_test", [])]
+    names = {r["alert"] for g in load(SELF_RULES)["groups"] for r in g["rules"]}
+    assert {c["alertname"] for c in cases if c["exp_alerts"]} == names
+    assert {c["alertname"] for c in cases if not c["exp_alerts"]} == names
+    # With teeth: a no-leader rule that cannot fire fails them.
+    promtool = require_binaries("promtool")["promtool"]
+    text = SELF_RULES.read_text()
+    assert "sum(pira_leader) == 0" in text
+    (tmp_path / SELF_RULES.name).write_text(
+        text.replace("sum(pira_leader) == 0", "sum(pira_leader) < 0")
+    )
+    (tmp_path / SELF_TEST.name).write_text(SELF_TEST.read_text())
+    done = subprocess.run(
+        [promtool, "test", "rules", SELF_TEST.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=TOOL_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode != 0 and "PiraNoLeader" in done.stdout + done.stderr
+
+
+def test_piras_own_prometheusrule_groups_equal_its_rules() -> None:
+    cr = load(SELF_CR)
+    assert (cr["apiVersion"], cr["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    assert cr["spec"]["groups"] == load(SELF_RULES)["groups"]
+    for group in cr["spec"]["groups"]:
+        for rule in group["rules"]:
+            assert rule["labels"]["service"] == "pira", rule["alert"]
 
 
 def test_amtool_check_config() -> None:
@@ -125,7 +173,13 @@ def test_alertmanager_routes_to_pira_with_bearer_token() -> None:
     route = config["route"]
     assert route["receiver"] == "pira"
     assert route["group_by"] == ["alertname", "namespace"]
-    for child in route.get("routes", []):
+    children = route.get("routes", [])
+    # PIRA's own alerts first, to a receiver that does not go through PIRA.
+    assert children[0]["matchers"] == ['service = "pira"']
+    assert children[0]["receiver"] == "pira-fallback"
+    (fallback,) = [r for r in config["receivers"] if r["name"] == "pira-fallback"]
+    assert "pira:8080" not in yaml.safe_dump(fallback)
+    for child in children[1:]:
         assert child["receiver"] == "pira"
     (receiver,) = [r for r in config["receivers"] if r["name"] == "pira"]
     (hook,) = receiver["webhook_configs"]
