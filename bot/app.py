@@ -242,7 +242,10 @@ class App:
         from bot.web import WebServer
 
         server = WebServer(
-            self.registry, ping=self.store.reachable, render_metrics=self.metrics.render
+            self.registry,
+            ping=self.store.reachable,
+            render_metrics=self.metrics.render,
+            leading=lambda: self.leading,
         )
         self.alerts.register(server)
         chats = [a for a in self.adapters.values() if isinstance(a, ChatAdapter)]

@@ -181,6 +181,7 @@ class WebServer:
         *,
         ping: Callable[[], Awaitable[None]],
         render_metrics: Callable[[], Awaitable[bytes]] | None = None,
+        leading: Callable[[], bool] = lambda: False,
         header_timeout: float = HEADER_TIMEOUT,
         body_timeout: float = BODY_TIMEOUT,
         keepalive_timeout: float = KEEPALIVE_TIMEOUT,
@@ -188,6 +189,7 @@ class WebServer:
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.ping = ping  # raises when the database cannot be reached (/readyz)
+        self.leading = leading  # whether this replica leads (said by /readyz)
         self.registry = registry
         # GET /metrics: the registry's exposition made off the event loop (its
         # collectors may query the database, bot/metrics.py); None: made here, inline.
@@ -223,7 +225,8 @@ class WebServer:
             return web.json_response(
                 {"status": "database unavailable", "error": type(exc).__name__}, status=503
             )
-        return web.json_response({"status": "ready"})
+        # Every healthy replica is ready (all serve HTTP); the body says which leads.
+        return web.json_response({"status": "ready", "leader": self.leading()})
 
     async def metrics(self, request: web.Request) -> web.Response:
         if self.render_metrics is not None:

@@ -3,9 +3,11 @@ by; failover when the leader stops or dies; no timer lost or doubled."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 
+import aiohttp
 import pytest
 from sqlalchemy import func, select
 
@@ -15,6 +17,8 @@ from bot.outbox import Outbound
 from bot.people import Directory
 from bot.settings import Config
 from bot.store.models import OutboxMessage, Timer
+from tests.support.http import wait_healthy
+from tests.support.promstack import LOOPBACK, free_port
 
 # Rotation and lease times: the clock is driven (FakeClock).
 pytestmark = pytest.mark.clock
@@ -96,3 +100,41 @@ async def test_one_leader_and_failover(make_app: Callable[..., App]) -> None:
     finally:
         await first.stop()
         await second.stop()
+
+
+async def test_readyz_is_200_on_every_replica_and_says_which_leads(
+    make_app: Callable[..., App],
+) -> None:
+    clock = FakeClock()
+    apps: list[App] = []
+    urls: list[str] = []
+    for _ in range(2):
+        port = free_port()
+        app = make_app(
+            config=CONFIG,
+            clock=clock,
+            env={"PIRA_HTTP_PORT": str(port), "PIRA_HTTP_HOST": LOOPBACK},
+        )
+        app.add_adapter(Sink())
+        apps.append(app)
+        urls.append(f"http://{LOOPBACK}:{port}")
+    stop = asyncio.Event()
+    servers = []
+    for app in apps:
+        await app.start()
+        servers.append(asyncio.create_task(app.serve_forever(stop)))
+    try:
+        async with aiohttp.ClientSession() as http:
+            for url in urls:
+                await wait_healthy(url)
+            answers = []
+            for url in urls:
+                async with http.get(f"{url}/readyz") as r:
+                    answers.append((r.status, await r.json()))
+        assert [status for status, _ in answers] == [200, 200]  # both serve
+        assert [body["leader"] for _, body in answers] == [True, False]
+    finally:
+        stop.set()
+        await asyncio.gather(*servers)
+        for app in apps:
+            await app.stop()
