@@ -28,23 +28,11 @@ from pathlib import Path
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import func, select
 
+from benchmarks.bench_timers import Sink
 from bot.app import App
-from bot.outbox import Outbound
 from bot.people import Directory
 from bot.settings import Config, Env
 from bot.store.models import Incident, Timer
-
-
-class Sink:
-    """An adapter that reaches everything and keeps nothing (delivery is not measured)."""
-
-    name = "console"
-
-    def reaches(self, destination: object) -> bool:
-        return True
-
-    async def deliver(self, message: Outbound) -> None:
-        return None
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -49,6 +49,28 @@ def alerts() -> list[dict[str, Any]]:
     return [rule for group in load(RULES)["groups"] for rule in group["rules"] if "alert" in rule]
 
 
+def unit_tests_of_a_changed_copy(
+    folder: Path, rules: Path, tests: Path, before: str, after: str
+) -> str:
+    """``promtool test rules`` on a copy of ``rules`` with ``before`` made ``after``: it
+    must fail (the unit tests have teeth); returns what promtool said."""
+    promtool = require_binaries("promtool")["promtool"]
+    text = rules.read_text()
+    assert before in text
+    (folder / rules.name).write_text(text.replace(before, after))
+    (folder / tests.name).write_text(tests.read_text())
+    done = subprocess.run(
+        [promtool, "test", "rules", tests.name],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=TOOL_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode != 0
+    return done.stdout + done.stderr
+
+
 # --------------------------------------------------------------------------- tools
 
 
@@ -88,22 +110,10 @@ def test_piras_own_rules_are_tested_with_cases_that_fire_and_that_stay_quiet(
     assert {c["alertname"] for c in cases if c["exp_alerts"]} == names
     assert {c["alertname"] for c in cases if not c["exp_alerts"]} == names
     # With teeth: a no-leader rule that cannot fire fails them.
-    promtool = require_binaries("promtool")["promtool"]
-    text = SELF_RULES.read_text()
-    assert "sum(pira_leader) == 0" in text
-    (tmp_path / SELF_RULES.name).write_text(
-        text.replace("sum(pira_leader) == 0", "sum(pira_leader) < 0")
+    failed = unit_tests_of_a_changed_copy(
+        tmp_path, SELF_RULES, SELF_TEST, "sum(pira_leader) == 0", "sum(pira_leader) < 0"
     )
-    (tmp_path / SELF_TEST.name).write_text(SELF_TEST.read_text())
-    done = subprocess.run(
-        [promtool, "test", "rules", SELF_TEST.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=TOOL_TIMEOUT,
-        check=False,
-    )
-    assert done.returncode != 0 and "PiraNoLeader" in done.stdout + done.stderr
+    assert "PiraNoLeader" in failed
 
 
 def test_piras_own_prometheusrule_groups_equal_its_rules() -> None:
@@ -215,23 +225,14 @@ def test_amtool_rejects_a_broken_config(tmp_path: Path, broken: str) -> None:
 
 def test_promtool_unit_tests_catch_a_wrong_threshold(tmp_path: Path) -> None:
     # rules_test.yaml has teeth: a P1 threshold moved from 50% to 70% fails it.
-    promtool = require_binaries("promtool")["promtool"]
-    text = RULES.read_text()
-    assert "spark:job_failure_ratio:5m > 0.5" in text
-    (tmp_path / "rules.yaml").write_text(
-        text.replace("spark:job_failure_ratio:5m > 0.5", "spark:job_failure_ratio:5m > 0.7")
+    failed = unit_tests_of_a_changed_copy(
+        tmp_path,
+        RULES,
+        RULES_TEST,
+        "spark:job_failure_ratio:5m > 0.5",
+        "spark:job_failure_ratio:5m > 0.7",
     )
-    (tmp_path / RULES_TEST.name).write_text(RULES_TEST.read_text())
-    done = subprocess.run(
-        [promtool, "test", "rules", RULES_TEST.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=TOOL_TIMEOUT,
-        check=False,
-    )
-    assert done.returncode != 0
-    assert "SparkJobFailureRateHigh" in done.stdout + done.stderr
+    assert "SparkJobFailureRateHigh" in failed
 
 
 def test_missing_binaries_skip_locally_and_fail_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
