@@ -27,7 +27,7 @@ class NotFound(ClusterError):
 
 
 class Forbidden(ClusterError):
-    """The bot's service account may not do this (see deploy/kubernetes/rbac.yaml)."""
+    """The bot's service account may not do this (see deploy/kubernetes/base/rbac.yaml)."""
 
 
 class InvalidRequest(ClusterError):

@@ -28,7 +28,7 @@ class RestorableKind:
 
 
 # The kinds a restore manifest may contain. Least privilege: RBAC grants patch/create on exactly
-# these resources, so a new kind needs a row here and a rule in deploy/kubernetes/rbac.yaml.
+# these resources, so a new kind needs a row here and a rule in deploy/kubernetes/base/rbac.yaml.
 RESTORABLE_KINDS: Mapping[tuple[str, str], RestorableKind] = {
     ("v1", "ConfigMap"): RestorableKind(
         "", "configmaps", client.CoreV1Api, "patch_namespaced_config_map_with_http_info"

@@ -1,4 +1,5 @@
-"""deploy/kubernetes/rbac.yaml grants exactly what bot/integrations/kube.py uses.
+"""The RBAC of the rendered overlays (deploy/kubernetes/base/rbac.yaml, built with
+``kubectl kustomize``) grants exactly what bot/integrations/kube.py uses.
 
 Every Cluster method runs against the fake API server; each recorded request is turned into the
 attributes the API server's RBAC authorizer checks (group, resource, subresource, verb,
@@ -18,8 +19,9 @@ import yaml
 
 from bot.integrations.kube import RESTORABLE_KINDS, Cluster, NotADriver
 from tests.fakes.kube_api import FakeKubeApi, RecordedRequest
+from tests.support.kustomize import OVERLAYS, render
 
-RBAC = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "rbac.yaml"
+RBAC_KINDS = {"ServiceAccount", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
 SA = {"kind": "ServiceAccount", "name": "pira", "namespace": "spark"}
 _PATH = re.compile(
     r"^/(?:api/v1|apis/(?P<group>[^/]+)/[^/]+)(?:/namespaces/(?P<ns>[^/]+))?"
@@ -131,6 +133,12 @@ def manifest_of_every_restorable_kind() -> str:
 # kube_api and cluster (seeded platform, 5 s timeout): tests/integration/conftest.py
 
 
+@pytest.fixture(params=OVERLAYS)
+def rbac_docs(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    """The RBAC objects of an overlay as ``kubectl apply -k`` would create them."""
+    return [d for d in render(request.param) if d["kind"] in RBAC_KINDS]
+
+
 async def exercise_every_method(cluster: Cluster, tmp_path: Path) -> None:
     await cluster.pods()
     await cluster.pods("failed")
@@ -159,12 +167,12 @@ def test_samples_cover_every_restorable_kind() -> None:
     assert set(SAMPLES) == {kind for _, kind in RESTORABLE_KINDS}
 
 
-def test_rbac_binds_the_service_account() -> None:
-    docs = list(yaml.safe_load_all(RBAC.read_text()))
+def test_rbac_binds_the_service_account(rbac_docs: list[dict[str, Any]]) -> None:
+    docs = rbac_docs
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"]
     (sa,) = (d for d in docs if d["kind"] == "ServiceAccount")
-    assert sa["metadata"] == {"name": "pira", "namespace": "spark"}
+    assert (sa["metadata"]["name"], sa["metadata"]["namespace"]) == ("pira", "spark")
     (role,) = (d for d in docs if d["kind"] == "Role")
     assert role["metadata"]["namespace"] == "spark"
     (cluster_role,) = (d for d in docs if d["kind"] == "ClusterRole")
@@ -177,10 +185,10 @@ def test_rbac_binds_the_service_account() -> None:
 
 
 async def test_every_request_is_allowed_and_every_grant_is_used(
-    cluster: Cluster, kube_api: FakeKubeApi, tmp_path: Path
+    cluster: Cluster, kube_api: FakeKubeApi, tmp_path: Path, rbac_docs: list[dict[str, Any]]
 ) -> None:
     await exercise_every_method(cluster, tmp_path)
-    grants = bound_grants(list(yaml.safe_load_all(RBAC.read_text())))
+    grants = bound_grants(rbac_docs)
     used: set[Grant] = set()
     denied = []
     for req in kube_api.requests:
@@ -195,8 +203,10 @@ async def test_every_request_is_allowed_and_every_grant_is_used(
     assert unused == [], "rbac.yaml grants more than the client uses"
 
 
-def test_the_authorizer_model_denies_what_is_not_granted() -> None:
-    grants = bound_grants(list(yaml.safe_load_all(RBAC.read_text())))
+def test_the_authorizer_model_denies_what_is_not_granted(
+    rbac_docs: list[dict[str, Any]],
+) -> None:
+    grants = bound_grants(rbac_docs)
 
     def allowed(method: str, path: str, created: bool = False) -> bool:
         req = RecordedRequest(method, path, {}, None, None, None, 200, created)

@@ -12,9 +12,10 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 def test_deployment_uses_the_least_privilege_account_and_contract_names() -> None:
-    docs = list(yaml.safe_load_all((DEPLOY / "kubernetes" / "deployment.yaml").read_text()))
+    base = DEPLOY / "kubernetes" / "base"  # the overlays: tests/unit/test_kustomize.py
+    docs = list(yaml.safe_load_all((base / "deployment.yaml").read_text()))
     deployment = next(d for d in docs if d["kind"] == "Deployment")
-    rbac = list(yaml.safe_load_all((DEPLOY / "kubernetes" / "rbac.yaml").read_text()))
+    rbac = list(yaml.safe_load_all((base / "rbac.yaml").read_text()))
     account = next(d for d in rbac if d["kind"] == "ServiceAccount")
     spec = deployment["spec"]["template"]["spec"]
     assert spec["serviceAccountName"] == account["metadata"]["name"]
