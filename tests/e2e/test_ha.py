@@ -1,11 +1,14 @@
 """High availability end to end (issue 15, part 5): two real ``pira run`` replicas on
-PostgreSQL, requests sent to either one (Slack slash commands, Alertmanager), the
+PostgreSQL, requests sent to either one (Slack slash commands, Telegram's webhook,
+Alertmanager), the
 leader killed with escalations due, then a rolling restart (SIGTERM one, start it,
 SIGTERM the other, start it) — every page and post goes out exactly once, none is
 lost, and ``/readyz`` answers 200 on every healthy replica and says which one leads.
 
-The chat is the fake Slack in a thread of the test process (tests/fakes/slack_api.py);
-posts are counted by the outbox key Slack keeps in each message's metadata."""
+The chats are the fake Slack and the fake Telegram in threads of the test process;
+Slack's posts are counted by the outbox key Slack keeps in each message's metadata
+(exactly once); Telegram's, which has no history to look in, must all arrive (its
+doubles after a kill -9 are the README's measured residual risk)."""
 
 from __future__ import annotations
 
@@ -32,7 +35,9 @@ from tests.e2e.test_exactly_once import (
     tally,
     wait_until,
 )
+from tests.fakes.payloads import tg_command_update, tg_supergroup_chat, tg_user
 from tests.fakes.slack_api import FakeSlack
+from tests.fakes.telegram_api import FakeTelegram
 from tests.integration.test_alertmanager_webhook import alert, group
 from tests.support.replicas import Replicas
 
@@ -40,6 +45,8 @@ pytestmark = pytest.mark.slow
 
 LEASE = 3.0
 TOKEN = "ha-alertmanager-token-0123456789"
+TG_SECRET = "ha-telegram-webhook-secret-0123456789"
+TG_GROUP = -1001234567890
 CONFIG: dict[str, Any] = {
     "leader_lease": f"{LEASE:g}s",
     "severities": {
@@ -56,13 +63,13 @@ CONFIG: dict[str, Any] = {
         "chain": [{"role": "primary", "respond_within": {"P0": "1h"}}],
     },
     "people": {
-        "alice": {"name": "Alice", "slack": "U0ALICE", "roles": ["responder"]},
+        "alice": {"name": "Alice", "slack": "U0ALICE", "telegram": 1001, "roles": ["responder"]},
         "bob": {"name": "Bob", "slack": "U0BOB", "roles": ["responder"]},
         "dave": {"name": "Dave", "slack": "U0DAVE"},
         "erin": {"name": "Erin", "slack": "U0ERIN"},
     },
     "roles": {"engineering_manager": "dave", "cto": "erin"},
-    "channels": {"incidents": {"slack": "C0INCIDENTS"}},
+    "channels": {"incidents": {"slack": "C0INCIDENTS", "telegram": TG_GROUP}},
 }
 
 
@@ -74,6 +81,22 @@ def post_alerts(url: str, name: str) -> None:
         f"{url}/alertmanager",
         data=body,
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+def telegram_command(url: str, text: str) -> None:
+    update = tg_command_update(
+        text,
+        chat=tg_supergroup_chat(TG_GROUP, "Incidents", is_forum=False),
+        from_user=tg_user(1001, "Alice", "alice"),
+    )
+    request = urllib.request.Request(
+        f"{url}/telegram",
+        data=json.dumps(update).encode(),
+        headers={"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": TG_SECRET},
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -114,12 +137,27 @@ def test_either_replica_serves_and_a_kill9_and_a_rolling_restart_lose_and_double
 ) -> None:
     if not PG_URL:
         pytest.skip("two replicas need PostgreSQL (PIRA_TEST_DATABASE_URL)")
-    env = {"PIRA_ALERTMANAGER_TOKEN": TOKEN}
     with (
         FakeSlack.in_thread() as slack,
+        FakeTelegram.in_thread() as tg,
         fresh_database(tmp_path / "db") as url,
-        bot_group(url, tmp_path / "run", 2, {**slack_env(slack), **env}, CONFIG) as replicas,
+        bot_group(
+            url,
+            tmp_path / "run",
+            2,
+            {
+                **slack_env(slack),
+                "PIRA_ALERTMANAGER_TOKEN": TOKEN,
+                "PIRA_TELEGRAM_TOKEN": tg.token,
+                "PIRA_TELEGRAM_API_URL": tg.url,
+                "PIRA_TELEGRAM_WEBHOOK_URL": "https://pira.example.com/telegram",
+                "PIRA_TELEGRAM_WEBHOOK_SECRET": TG_SECRET,
+            },
+            CONFIG,
+        ) as replicas,
     ):
+        tg.add_supergroup(TG_GROUP, "Incidents")
+        tg.add_private_chat(1001, "alice", "Alice")  # she opened the bot: pages reach her
         slack.add_user("U0DAVE", "dave", "Dave Example")  # paged by the escalations
         slack.add_user("U0ERIN", "erin", "Erin Example")
         replicas.start()
@@ -131,9 +169,10 @@ def test_either_replica_serves_and_a_kill9_and_a_rolling_restart_lose_and_double
         post_alerts(replicas[1].url, "SparkAllJobsFailing")
         slash(f"{replicas[1].url}/slack/events", "p0 all drivers OOM")
         post_alerts(replicas[0].url, "SparkClusterUnavailable")
+        telegram_command(replicas[1 - leader].url, "/incident p0 telegram says spark is down")
         wait_until(
-            "four announcements in Slack",
-            lambda: all((f"inc{n}:announce@slack", 0) in posted_keys(slack) for n in range(1, 5)),
+            "five announcements in Slack",
+            lambda: all((f"inc{n}:announce@slack", 0) in posted_keys(slack) for n in range(1, 6)),
             WAIT,
         )
         answers = [readyz(r.url) for r in replicas]
@@ -142,14 +181,14 @@ def test_either_replica_serves_and_a_kill9_and_a_rolling_restart_lose_and_double
 
         # The leader dies with the escalations due: the standby takes over and sends
         # each of them once.
-        assert pending(replicas, "escalate") == 8
+        assert pending(replicas, "escalate") == 10
         killed_at = replicas.kill9(leader)
         second = replicas.wait_leader(exclude=leader, timeout=LEASE + 15)
         took = time.monotonic() - killed_at
         assert took <= LEASE + 15
         wait_until(
             "the engineering manager's escalations",
-            lambda: fired(replicas, "escalate", "engineering_manager") == 4,
+            lambda: fired(replicas, "escalate", "engineering_manager") == 5,
             WAIT,
         )
 
@@ -160,13 +199,16 @@ def test_either_replica_serves_and_a_kill9_and_a_rolling_restart_lose_and_double
         third = replicas.wait_leader(exclude=second, timeout=LEASE + 15)
         replicas.start([second])
         replicas.wait_ready(timeout=60)
-        wait_until("the CTO's escalations", lambda: fired(replicas, "escalate", "cto") == 4, WAIT)
+        wait_until("the CTO's escalations", lambda: fired(replicas, "escalate", "cto") == 5, WAIT)
         try:
-            wait_until("every post delivered", lambda: all_sent(url), WAIT)
+            wait_until("every post delivered", lambda: all_sent(url, None), WAIT)
         except AssertionError:
-            left = [(r.key, r.status, r.error) for r in outbox(url) if r.status != "sent"]
+            rows = outbox(url, None)
+            left = [(r.key, r.status, r.error) for r in rows if r.status != "sent"]
             raise AssertionError(f"not delivered: {left[:10]}") from None
-        assert fired(replicas, "page") == 4  # each primary page once, none lost
+        assert fired(replicas, "page") == 5  # each primary page once, none lost
+        to_telegram = [r for r in outbox(url, "telegram") if not r.body.get("edit_of")]
+        assert to_telegram and all(r.status == "sent" for r in to_telegram)  # none lost
 
         posts, doubled, lost = tally(url, slack)
         print(
