@@ -157,7 +157,10 @@ async def run_terminal(app: Any, adapter: ConsoleAdapter, actor: Actor, intro: s
     sys.stdout.flush()
     with patch_stdout(raw=True):
         while True:
-            numbers[:] = await app.store.run(app.incidents.open_numbers)
+            try:  # for completion only: the database away must not end the console
+                numbers[:] = await app.store.run(app.incidents.open_numbers)
+            except Exception as exc:
+                log.warning("open incidents not read", extra={"error": type(exc).__name__})
             try:
                 line = await session.prompt_async("pira> ")
             except KeyboardInterrupt:
