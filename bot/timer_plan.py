@@ -35,9 +35,7 @@ class TimerPlan:
     def due(self, severity: str, t: datetime) -> datetime:
         """When something due at ``t`` falls due for a severity: the next opening of the
         business calendar for one counted in business time, ``t`` itself otherwise."""
-        if self.config.policy(severity).business_time:
-            return self.calendar.next_open(t)
-        return t
+        return self.calendar.due(t, business_time=self.config.policy(severity).business_time)
 
     def on_declared(self, s: Session, incident: Incident, now: datetime) -> None:
         # A new incident has no timers yet: plan without looking any up (no query, no

@@ -28,7 +28,7 @@ class IncidentViews:
         time (P3's "next business day")."""
         policy = self.config.policy(incident.severity)
         due = incident.last_update_at + policy.update_every
-        return self.calendar.next_open(due) if policy.business_time else due
+        return self.calendar.due(due, business_time=policy.business_time)
 
     def post_data(self, incident: Incident, now: datetime) -> dict[str, Any]:
         """Everything the runbook's templates show, JSON-safe (stored in the outbox)."""

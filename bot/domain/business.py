@@ -76,6 +76,12 @@ class BusinessCalendar:
         """``clock`` on ``day`` in the calendar's zone, as an aware UTC moment."""
         return datetime.combine(day, clock, tzinfo=self.tz).astimezone(UTC)
 
+    def due(self, t: datetime, *, business_time: bool) -> datetime:
+        """When something due at ``t`` falls due: the next opening for a severity counted
+        in business time (P3's "next business day"), ``t`` itself otherwise. The one rule
+        the timers (bot/timer_plan.py) and the posts' Next Update (bot/views.py) share."""
+        return self.next_open(t) if business_time else t
+
     def next_open(self, t: datetime) -> datetime:
         """``t`` itself when it falls inside working time, else the next opening (the
         next business day's opening hour; today's when ``t`` is before it)."""
