@@ -8,6 +8,7 @@ import logging
 from prometheus_client import CollectorRegistry
 
 from bot.action_items import REMINDER_KIND, ActionItems
+from bot.action_watch import OutcomeWatch
 from bot.adapters.deps import ChatDeps
 from bot.alerts import AlertIngest
 from bot.clock import Clock, SystemClock
@@ -116,6 +117,14 @@ class App:
             incidents=self.incidents,
             clock=self.clock,
             run=self.store.run,
+            watch=OutcomeWatch(
+                store=self.store,
+                incidents=self.incidents,
+                poster=self.poster,
+                clock=self.clock,
+                limit=config.cluster.watch_outcome,
+                notify=self.outbox.notify,
+            ),
         )
         self.alerts = AlertIngest(
             store=self.store,
@@ -264,6 +273,7 @@ class App:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await self.actions.watch.stop()
         self.diagnostics.close()
         if self.leadership is not None:
             await self.leadership.stop()

@@ -1,4 +1,4 @@
-"""The guarded emergency actions' effects: /scale, /restart, /kill, /restore.
+"""The guarded emergency actions' effects: /scale, /restart, /rollback, /kill, /restore.
 
 The service owns what an action may do and what it did: the bounds (executor
 min/max, only the platform's driver pods, only manifests inside the backups
@@ -9,7 +9,8 @@ confirmation is :class:`ActionFailed` (the router audits it as ``failed``).
 
 During an incident (``#N``, the room's, or the only open one) the action and its
 result land on the incident's timeline; no incident open is never a reason to
-refuse an action.
+refuse an action. Once an action was accepted, :class:`~bot.action_watch.OutcomeWatch`
+watches in the background what it led to and writes that too (the answer does not wait).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot import action_watch
+from bot.action_watch import Check, OutcomeWatch
 from bot.backups import Backups
 from bot.clock import Clock
 from bot.diagnostics import Diagnostics
@@ -34,6 +37,8 @@ from bot.integrations.kube import (
     ExecutorScale,
     NotFound,
     PodInfo,
+    RollbackPlan,
+    RollbackRefused,
 )
 from bot.people import Actor
 
@@ -118,8 +123,10 @@ class ClusterActions:
         incidents: Incidents,
         clock: Clock,
         run: Callable[..., Awaitable[Any]],
+        watch: OutcomeWatch,
     ) -> None:
         self.diagnostics = diagnostics
+        self.watch = watch
         self.backups = Backups(diagnostics.settings.backups_dir)
         self.incidents = incidents
         self.clock = clock
@@ -160,6 +167,7 @@ class ClusterActions:
             raise await self._failed(where, command, exc) from None
         was = "?" if before is None else str(before)
         await self._note(where, f"{command} by {where.by.handle}: executors {was} → {stored}")
+        await self._watch(where, command, action_watch.executors_ready(cluster, stored))
         return ScaleDone(cluster.executor_statefulset, before, stored)
 
     # ---- /restart spark-connect -------------------------------------------------------------
@@ -186,7 +194,37 @@ class ClusterActions:
             raise await self._failed(where, command, exc) from None
         name = cluster.connect_deployment
         await self._note(where, f"{command} by {where.by.handle}: {name} restarted at {stamp}")
+        await self._watch(where, command, action_watch.rollout_done(cluster))
         return RestartDone(name, stamp)
+
+    # ---- /rollback spark-connect ------------------------------------------------------------
+
+    async def plan_rollback(self, where: Where) -> RollbackPlan:
+        """The previous revision, or InvalidInput (paused, none, already there)."""
+        await self._check_incident(where)
+        cluster = await self.cluster()
+        try:
+            return await cluster.rollback_plan()
+        except NotFound as exc:
+            raise InvalidInput(f"{exc} in namespace {cluster.namespace}") from None
+        except ClusterError as exc:
+            raise InvalidInput(str(exc)) from None
+
+    async def rollback(self, where: Where) -> RollbackPlan:
+        """``kubectl rollout undo`` of Spark Connect (bot/integrations/kube_rollback.py)."""
+        cluster = await self.cluster()
+        command = "/rollback spark-connect"
+        try:
+            done = await cluster.rollback_connect()
+        except RollbackRefused as exc:  # found at the moment of the rollback: nothing sent
+            raise InvalidInput(str(exc)) from None
+        except ClusterError as exc:
+            raise await self._failed(where, command, exc) from None
+        was = f"revision {done.current_revision or '?'} ({', '.join(done.images_from)})"
+        now = f"revision {done.target_revision} ({', '.join(done.images_to)})"
+        await self._note(where, f"{command} by {where.by.handle}: {done.deployment} {was} → {now}")
+        await self._watch(where, command, action_watch.rollout_done(cluster))
+        return done
 
     # ---- /kill <driver-pod> -----------------------------------------------------------------
 
@@ -223,6 +261,7 @@ class ClusterActions:
         except ClusterError as exc:
             raise await self._failed(where, f"/kill {name}", exc) from None
         await self._note(where, f"/kill {name} by {where.by.handle}: driver pod deleted")
+        await self._watch(where, f"/kill {name}", action_watch.pod_gone(cluster, name))
         return cluster.namespace
 
     # ---- /restore <backup> ------------------------------------------------------------------
@@ -250,6 +289,11 @@ class ClusterActions:
             f"{a.kind} {a.name} {'created' if a.created else 'configured'}" for a in applied
         )
         await self._note(where, f"/restore {backup} by {where.by.handle}: {done}")
+        claims = [a.name for a in applied if a.kind == "PersistentVolumeClaim"]
+        if claims:  # other kinds are in place once applied; a claim must still bind
+            await self._watch(
+                where, f"/restore {backup}", action_watch.claims_bound(cluster, claims)
+            )
         return RestoreDone(path, cluster.namespace, applied)
 
     # ---- the incident's timeline --------------------------------------------------------------
@@ -293,6 +337,17 @@ class ClusterActions:
                 kind="action",
                 outcome=outcome,
             )
+
+    async def _watch(self, where: Where, command: str, check: Check) -> None:
+        """Watch what the action led to, in the background (see bot/action_watch.py)."""
+        if not self.watch.enabled:
+            return
+        try:
+            incident = await self.run(self._incident_for, where)
+        except Exception:  # the action is done; not knowing its incident must not hide that
+            log.exception("incident of an action unknown", extra={"number": where.number})
+            incident = None
+        self.watch.start(command, check, by=where.by, source=where.source, incident=incident)
 
     async def _failed(self, where: Where, command: str, exc: ClusterError) -> ActionFailed:
         await self._note(where, f"{command} by {where.by.handle} failed: {exc}", "failed")

@@ -21,6 +21,23 @@ from bot.integrations.kube import Cluster, ClusterError, ClusterUnavailable, loa
 from bot.integrations.prometheus import PrometheusClient, PrometheusError
 from bot.messages import Button
 from bot.patterns import Facts, match, scale_up_target, suggest
+from bot.triage import (
+    CHANGES_WINDOW,
+    EVENTS_WINDOW,
+    PROM_CHECKS,
+    Part,
+    api_line,
+    changes_data,
+    claims_data,
+    connect_line,
+    events_data,
+    executors_line,
+    labelled,
+    links_data,
+    nodes_data,
+    pods_data,
+    prometheus_data,
+)
 
 if TYPE_CHECKING:
     from bot.settings import Cluster as ClusterConfig
@@ -30,27 +47,10 @@ log = logging.getLogger("pira.diagnostics")
 
 # /health answers within 5 s: the parts get 4.5 s, rendering and the reply the rest.
 HEALTH_BUDGET = 4.5
-FIRST = 5  # pods named per group before "and N more"
-PROM_CHECKS = {
-    "job_failure_ratio": "Job failure ratio (5 min)",
-    "driver_oom_kills": "Driver OOM kills (5 min)",
-    "executor_removals": "Executors removed (5 min)",
-    "cpu_usage_ratio": "CPU used / requested",
-}
 
 
 class NotConfigured(Exception):
     """A backend is not configured (no KUBECONFIG / in-cluster account, no Prometheus URL)."""
-
-
-@dataclass(frozen=True)
-class Part:
-    """One backend answer of /health: ``value`` when ok, else why it is unknown."""
-
-    ok: bool
-    value: Any = None
-    why: str = ""
-    configured: bool = True
 
 
 @dataclass(frozen=True)
@@ -193,6 +193,19 @@ class Diagnostics:
         jobs: dict[str, Callable[[], Awaitable[Any]]] = {"pods": pods}
         jobs.update({k: bind(kube, k) for k in ("nodes", "connect_status", "executors")})
         jobs["error_lines"] = error_lines
+        # the runbook's triage beyond pods and workloads (bot/triage.py words it)
+        now = self.clock.now()
+
+        async def events() -> Any:
+            return await (await self.cluster()).warning_events(now - EVENTS_WINDOW)
+
+        async def claims() -> Any:
+            return await (await self.cluster()).claims()
+
+        async def changes() -> Any:
+            return await (await self.cluster()).recent_changes(now - CHANGES_WINDOW)
+
+        jobs.update(events=events, claims=claims, changes=changes)
         for check in (*PROM_CHECKS, "slowdown"):
             jobs[f"prom:{check}"] = bind(prom, check)
         return jobs
@@ -207,6 +220,8 @@ class Diagnostics:
             connect=parts["connect_status"].value,
             executors=parts["executors"].value,
             error_lines=parts["error_lines"].value,
+            claims=parts["claims"].value,
+            events=parts["events"].value,
             metrics={k: parts[f"prom:{k}"].value for k in PROM_CHECKS if parts[f"prom:{k}"].ok},
             slowdown=parts["prom:slowdown"].value,
         )
@@ -214,12 +229,16 @@ class Diagnostics:
         suggestion = suggest(facts, matches)
         data: dict[str, Any] = {
             "checked_at": self.clock.now().isoformat(),
-            "api": _api_line(parts),
-            "pods": _pods_data(parts["pods"]),
-            "nodes": _nodes_data(parts["nodes"]),
-            "connect": _connect_line(parts["connect_status"]),
-            "executors": _executors_line(parts["executors"], self.settings),
-            "prometheus": _prometheus_data(parts),
+            "api": api_line(parts),
+            "pods": pods_data(parts["pods"]),
+            "nodes": nodes_data(parts["nodes"]),
+            "connect": connect_line(parts["connect_status"]),
+            "executors": executors_line(parts["executors"], self.settings),
+            "claims": claims_data(parts["claims"]),
+            "events": events_data(parts["events"]),
+            "changes": changes_data(parts["changes"]),
+            "links": links_data(self.config.links),
+            "prometheus": prometheus_data(parts),
             "patterns": [
                 {
                     "name": m.pattern.name,
@@ -231,7 +250,7 @@ class Diagnostics:
             ],
             "severity": None,
             "unchecked": [
-                label for label, part in _labelled(parts) if not part.ok and part.configured
+                label for label, part in labelled(parts) if not part.ok and part.configured
             ],
             "checked_any": any(part.ok for part in parts.values()),
         }
@@ -276,112 +295,6 @@ class Diagnostics:
                 f"executors must stay between {bounds.min} and {bounds.max} "
                 f"(cluster.executors in the configuration); {n} is outside"
             )
-
-
-# ---- /health data helpers (JSON-safe dicts for templates/health.md.j2) ------------------------
-
-
-def _labelled(parts: dict[str, Part]) -> list[tuple[str, Part]]:
-    labels = {
-        "pods": "pods",
-        "nodes": "nodes",
-        "connect_status": "Spark Connect",
-        "executors": "executors",
-        "error_lines": "error logs",
-        **{f"prom:{k}": v for k, v in PROM_CHECKS.items()},
-        "prom:slowdown": "job duration",
-    }
-    return [(labels[k], p) for k, p in parts.items()]
-
-
-def _unknown(part: Part) -> str:
-    return "not configured" if not part.configured else f"unknown ({part.why})"
-
-
-def _api_line(parts: dict[str, Part]) -> str:
-    kube = [parts[k] for k in ("pods", "nodes", "connect_status", "executors")]
-    if not kube[0].configured:
-        return "not configured (set KUBECONFIG or run PIRA in the cluster)"
-    if any(p.ok for p in kube):
-        return "✅ reachable"
-    return f"❔ unknown ({kube[0].why})"
-
-
-def _group(label: str, names: list[str]) -> dict[str, Any]:
-    return {"label": label, "names": names[:FIRST], "more": max(0, len(names) - FIRST)}
-
-
-def _pods_data(part: Part) -> dict[str, Any]:
-    if not part.ok:
-        return {"known": False, "why": _unknown(part)}
-    pods = part.value
-    phases: dict[str, int] = {}
-    for p in pods:
-        phases[p.phase] = phases.get(p.phase, 0) + 1
-    groups = []
-    for label, names in (
-        ("Failed", [p.name for p in pods if p.phase == "Failed"]),
-        ("CrashLoopBackOff", [p.name for p in pods if p.crash_looping]),
-        ("Pending", [p.name for p in pods if p.phase == "Pending"]),
-    ):
-        if names:
-            groups.append(_group(label, names))
-    summary = ", ".join(f"{n} {phase}" for phase, n in sorted(phases.items())) or "none"
-    return {"known": True, "total": len(pods), "summary": summary, "groups": groups}
-
-
-def _nodes_data(part: Part) -> dict[str, Any]:
-    if not part.ok:
-        return {"known": False, "why": _unknown(part)}
-    nodes = part.value
-    ready = [n.name for n in nodes if n.ready]
-    down = [f"{n.name} ({n.status})" for n in nodes if not n.ready]
-    return {"known": True, "ready": len(ready), "total": len(nodes), "down": _group("", down)}
-
-
-def _connect_line(part: Part) -> str:
-    if not part.ok:
-        return _unknown(part)
-    c = part.value
-    mark = "✅" if c.ready >= c.desired else "⚠️"
-    return f"{mark} {c.ready}/{c.desired} ready (deployment {c.name})"
-
-
-def _executors_line(part: Part, cfg: ClusterConfig) -> str:
-    if not part.ok:
-        return _unknown(part)
-    ex = part.value
-    mark = "✅" if ex.ready_replicas >= ex.replicas else "⚠️"
-    bounds = cfg.executors
-    return (
-        f"{mark} {ex.ready_replicas}/{ex.replicas} ready (statefulset {ex.statefulset}, "
-        f"allowed {bounds.min}–{bounds.max})"
-    )
-
-
-def _prometheus_data(parts: dict[str, Part]) -> dict[str, Any]:
-    first = parts["prom:job_failure_ratio"]
-    if not first.configured:
-        return {"configured": False, "down": None, "rows": []}
-    failed = {parts[f"prom:{c}"].why for c in PROM_CHECKS if not parts[f"prom:{c}"].ok}
-    if len(failed) == 1 and not any(parts[f"prom:{c}"].ok for c in PROM_CHECKS):
-        return {"configured": True, "down": f"unknown ({failed.pop()})", "rows": []}
-    rows = []
-    for check, label in PROM_CHECKS.items():
-        part = parts[f"prom:{check}"]
-        if not part.ok:
-            value = _unknown(part)
-        elif part.value is None:
-            value = "no data"
-        elif check in ("job_failure_ratio", "cpu_usage_ratio"):
-            value = f"{part.value:.0%}"
-        else:
-            value = f"{part.value:g}"
-        rows.append({"label": label, "value": value})
-    slow = parts["prom:slowdown"]
-    if slow.ok and slow.value is not None:
-        rows.append({"label": "Job duration vs baseline", "value": f"{slow.value:.1f}x"})
-    return {"configured": True, "down": None, "rows": rows}
 
 
 __all__ = ["HEALTH_BUDGET", "ClusterUnavailable", "Diagnostics", "NotConfigured", "Part"]

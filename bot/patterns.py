@@ -13,7 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bot.domain.severity import SEVERITIES
-from bot.integrations.kube import DeploymentStatus, ExecutorScale, LogLine, NodeInfo, PodInfo
+from bot.integrations.kube import (
+    ClaimInfo,
+    DeploymentStatus,
+    EventInfo,
+    ExecutorScale,
+    LogLine,
+    NodeInfo,
+    PodInfo,
+)
 
 CPU_HIGH = 0.9  # the runbook's "CPU > 90%"
 # Log lines that say the network failed (the runbook's "Connection refused errors").
@@ -39,6 +47,8 @@ class Facts:
     connect: DeploymentStatus | None = None
     executors: ExecutorScale | None = None
     error_lines: list[LogLine] | None = None
+    claims: list[ClaimInfo] | None = None  # the namespace's PersistentVolumeClaims
+    events: list[EventInfo] | None = None  # its recent Warning events
     # RunbookQueries check name → value; a missing key is unknown, a None value is "no data".
     metrics: dict[str, float | None] = field(default_factory=dict)
     slowdown: float | None = None
@@ -99,8 +109,23 @@ def _network(facts: Facts) -> list[str]:
     return found
 
 
+# Warning events that say a volume could not be provided or mounted.
+STORAGE_EVENTS = ("FailedMount", "FailedAttachVolume", "ProvisioningFailed", "VolumeResizeFailed")
+
+
 def _storage(facts: Facts) -> list[str]:
-    return _example(_lines(facts, STORAGE_RE), "storage")
+    found = _example(_lines(facts, STORAGE_RE), "storage")
+    stuck = [f"{c.name} {c.phase}" for c in facts.claims or [] if c.phase in ("Pending", "Lost")]
+    if stuck:
+        found.append(f"PersistentVolumeClaim(s) not bound: {_names(stuck)}")
+    failed = [e for e in facts.events or [] if e.reason in STORAGE_EVENTS]
+    if failed:
+        first = failed[0]
+        found.append(
+            f"{len(failed)} volume event(s), e.g. {first.reason} {first.kind} {first.name}: "
+            f"{first.message[:120]}"
+        )
+    return found
 
 
 def _load(facts: Facts) -> list[str]:

@@ -166,6 +166,9 @@ class Cluster(Strict):
     connect: Connect = Connect()
     backups_dir: str = "backups"
     timeout: Duration = timedelta(seconds=4)
+    # How long PIRA watches what a /scale, /restart, /rollback, /kill or /restore led to
+    # (executors Ready, the rollout, the pod gone) before calling it stuck; 0s: not watched.
+    watch_outcome: Duration = timedelta(minutes=5)
     # PromQL of the runbook's checks (bot/integrations/prometheus.py RunbookQueries);
     # $namespace is the cluster's namespace unless queries.namespace is set.
     queries: RunbookQueries = RunbookQueries()
@@ -229,6 +232,9 @@ class Config(Strict):
     alertmanager: Alertmanager = Alertmanager()
     business: Business = Business()
     pir: Pir = Pir()
+    # Links /health shows in place of the runbook's port-forward (name → URL), e.g.
+    # {spark_ui: https://spark.example.com, grafana: https://grafana.example.com/d/spark}.
+    links: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod

@@ -1,11 +1,13 @@
-"""Guarded emergency actions on the cluster (issue 5): /scale, /restart, /kill, /restore.
+"""Guarded emergency actions on the cluster (issue 5): /scale, /restart, /rollback, /kill,
+/restore.
 
 Every command here is role-guarded and confirmed through the router (``confirm=``): the
 prompt is built from the plan the cluster-actions service makes of the cluster's current
 state, the handler runs only after the same person confirmed within 60 s. The router
 audits each attempt; a failed API call is answered and audited as ``failed`` with the API
 server's answer. What an action may do and its timeline lines are the service's
-(bot/cluster_actions.py); here commands are parsed and answers worded.
+(bot/cluster_actions.py); here commands are parsed and answers worded. How an action
+turned out is written later by the service's outcome watch (bot/action_watch.py).
 """
 
 from __future__ import annotations
@@ -98,8 +100,14 @@ async def scale(ctx: Context, args: ScaleArgs) -> Reply:
     was = "?" if done.before is None else str(done.before)
     return Reply.plain(
         f"Scaled executors (statefulset {done.statefulset}): {was} → {done.after} "
-        "desired replicas. /health shows them becoming ready."
+        f"desired replicas. {_watched(ctx)}"
     )
+
+
+def _watched(ctx: Context) -> str:
+    if ctx.services.actions.watch.enabled:
+        return "PIRA posts the outcome once it is clear."
+    return "/health shows the outcome."
 
 
 # ---- /restart spark-connect ---------------------------------------------------------------
@@ -144,7 +152,56 @@ async def restart(ctx: Context, args: RestartArgs) -> Reply:
         return done
     return Reply.plain(
         f"Restarting Spark Connect: deployment {done.deployment} rolls out new pods "
-        f"(restartedAt {done.restarted_at}). /health shows when they are ready."
+        f"(restartedAt {done.restarted_at}). {_watched(ctx)}"
+    )
+
+
+# ---- /rollback spark-connect --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RollbackArgs:
+    number: int | None
+    command: str = "/rollback spark-connect"
+
+
+def parse_rollback(a: Args) -> RollbackArgs:
+    number = a.incident()
+    a.choice("what to roll back", ("spark-connect",))
+    return RollbackArgs(_trailing_incident(a, number))
+
+
+def _revision(number: int | None, images: tuple[str, ...]) -> str:
+    return f"revision {number if number is not None else '?'} ({', '.join(images) or 'no image'})"
+
+
+async def confirm_rollback(ctx: Context, args: RollbackArgs) -> str:
+    plan = await ctx.services.actions.plan_rollback(_where(ctx, args.number))
+    namespace = ctx.services.config.cluster.namespace
+    return (
+        f"Roll back deployment {plan.deployment} in {namespace} from "
+        f"{_revision(plan.current_revision, plan.images_from)} to "
+        f"{_revision(plan.target_revision, plan.images_to)}: its pods are replaced one by "
+        "one; Spark Connect sessions on them end."
+    )
+
+
+@commands.add(
+    "rollback",
+    usage="/rollback spark-connect [#N]",
+    summary="roll the Spark Connect Deployment back to its previous revision (confirmation)",
+    parse=parse_rollback,
+    role="operator",
+    confirm=confirm_rollback,
+)
+async def rollback(ctx: Context, args: RollbackArgs) -> Reply:
+    done = await _done(args.command, ctx.services.actions.rollback(_where(ctx, args.number)))
+    if isinstance(done, Reply):
+        return done
+    return Reply.plain(
+        f"Rolled back deployment {done.deployment}: "
+        f"{_revision(done.current_revision, done.images_from)} → "
+        f"{_revision(done.target_revision, done.images_to)}. {_watched(ctx)}"
     )
 
 

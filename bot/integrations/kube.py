@@ -14,6 +14,8 @@ This module is the integration's public face; the code lives beside it:
 - kube_reads.py: pods, logs, nodes, resource usage, workload status
 - kube_actions.py: kill a driver, scale the executors, restart Spark Connect
 - kube_restore.py: apply a backup manifest (and the kinds it may contain)
+- kube_triage.py: Warning events, PersistentVolumeClaims, recent changes (for /health)
+- kube_rollback.py: roll Spark Connect back a revision; rollout status and pods (outcomes)
 """
 
 from __future__ import annotations
@@ -29,18 +31,24 @@ from bot.integrations.kube_errors import (
     MetricsUnavailable,
     NotADriver,
     NotFound,
+    RollbackRefused,
 )
 from bot.integrations.kube_models import (
     RESTART_ANNOTATION,
     ROLE_LABEL,
     AppliedObject,
+    ChangeInfo,
+    ClaimInfo,
     DeploymentStatus,
+    EventInfo,
     ExecutorScale,
     LogLine,
     NodeInfo,
     NodeUsage,
     PodInfo,
     PodUsage,
+    RollbackPlan,
+    RolloutStatus,
 )
 from bot.integrations.kube_restore import (
     FIELD_MANAGER,
@@ -48,6 +56,8 @@ from bot.integrations.kube_restore import (
     KubeRestore,
     RestorableKind,
 )
+from bot.integrations.kube_rollback import KubeRollback
+from bot.integrations.kube_triage import KubeTriage
 
 __all__ = [
     "FIELD_MANAGER",
@@ -55,10 +65,13 @@ __all__ = [
     "RESTORABLE_KINDS",
     "ROLE_LABEL",
     "AppliedObject",
+    "ChangeInfo",
+    "ClaimInfo",
     "Cluster",
     "ClusterError",
     "ClusterUnavailable",
     "DeploymentStatus",
+    "EventInfo",
     "ExecutorScale",
     "Forbidden",
     "InvalidRequest",
@@ -72,11 +85,14 @@ __all__ = [
     "PodInfo",
     "PodUsage",
     "RestorableKind",
+    "RollbackPlan",
+    "RollbackRefused",
+    "RolloutStatus",
     "load_api_client",
 ]
 
 
-class Cluster(KubeActions, KubeRestore):
+class Cluster(KubeActions, KubeRestore, KubeTriage, KubeRollback):
     """The platform's slice of one cluster: ``namespace`` + label ``selector``.
 
     Construct with an ApiClient (see :func:`load_api_client`) or use :meth:`from_environment`.

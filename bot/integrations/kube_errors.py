@@ -66,3 +66,8 @@ def translate(exc: ApiException, what: str) -> ClusterError:
     if code in (502, 503, 504):
         return ClusterUnavailable(f"{what}: API server unavailable ({code} {message})", code)
     return ClusterError(f"{what}: API server error {code} ({message})", code)
+
+
+class RollbackRefused(InvalidRequest):
+    """A rollback that cannot be done as asked (paused, no previous revision, already
+    there); nothing was sent."""

@@ -3,6 +3,7 @@ labels and annotations they are read from."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 RESTART_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
@@ -80,3 +81,73 @@ class AppliedObject:
     kind: str
     name: str
     created: bool  # False: an existing object was updated ("configured")
+
+
+@dataclass(frozen=True)
+class EventInfo:
+    """A Warning event of the namespace (``kubectl get events``), about ``kind``/``name``."""
+
+    reason: str  # e.g. FailedScheduling, Evicted, OOMKilling, FailedCreate
+    kind: str
+    name: str
+    message: str
+    count: int
+    last_seen: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class ClaimInfo:
+    """A PersistentVolumeClaim: ``phase`` Pending / Bound / Lost."""
+
+    name: str
+    phase: str
+    storage_class: str | None
+    size: str | None
+
+
+@dataclass(frozen=True)
+class ChangeInfo:
+    """Something that changed in the namespace: a Deployment or StatefulSet revision (with
+    its images before → after) or a ConfigMap written, ``at`` when."""
+
+    at: dt.datetime
+    kind: str  # "deployment", "statefulset", "configmap"
+    name: str
+    what: str  # e.g. "revision 3: spark=apache/spark:3.5.1 → spark=apache/spark:3.5.2"
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    """What ``/rollback`` would do: the Deployment from its current revision (images
+    ``images_from``) back to the previous one (``images_to``, ReplicaSet ``replicaset``)."""
+
+    deployment: str
+    current_revision: int | None
+    target_revision: int
+    images_from: tuple[str, ...]
+    images_to: tuple[str, ...]
+    replicaset: str
+
+
+@dataclass(frozen=True)
+class RolloutStatus:
+    """A Deployment's rollout, read as ``kubectl rollout status`` reads it."""
+
+    name: str
+    desired: int
+    updated: int
+    ready: int
+    available: int
+    total: int  # status.replicas: old and new pods
+    observed: bool  # the controller has seen the latest spec (observedGeneration)
+    deadline_exceeded: bool  # Progressing=False, ProgressDeadlineExceeded
+    selector: str  # the Deployment's pods, as a label selector
+
+    @property
+    def complete(self) -> bool:
+        return (
+            self.observed
+            and self.updated >= self.desired
+            and self.total <= self.updated
+            and self.available >= self.updated
+        )

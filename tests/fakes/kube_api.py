@@ -17,8 +17,16 @@ Usage::
 Served: get/list (label and field selectors, ``limit``/``continue``) of the kinds in
 :data:`RESOURCES`; pod logs; delete with preconditions; merge and strategic-merge patches
 (maps only) and server-side apply with field ownership (conflicts, ``force``); the ``scale``
-subresource; ``metrics.k8s.io`` lists. Not served (answered 405 "not implemented by
-FakeKubeApi"): create (POST), replace (PUT), delete of a collection, JSON patch, watch.
+subresource; RFC 6902 JSON patch (add, remove, replace, test); ``metrics.k8s.io`` lists.
+Not served (answered 405 "not implemented by FakeKubeApi"): create (POST), replace (PUT),
+delete of a collection, watch.
+
+Controllers: a Deployment whose pod template changes gets its next ReplicaSet revision
+(tests/fakes/kube_rollouts.py), nothing else moves by itself: a test says how a rollout or a
+scale went with :meth:`FakeKubeApi.roll_out`, :meth:`FakeKubeApi.stick_rollout` and
+:meth:`FakeKubeApi.executors_ready`. Triage objects: :meth:`FakeKubeApi.add_event`,
+:meth:`FakeKubeApi.add_pvc`, :meth:`FakeKubeApi.add_configmap`,
+:meth:`FakeKubeApi.add_rollout_history`, :meth:`FakeKubeApi.add_statefulset_history`.
 Deleting a pod removes it at once (a real kubelet first terminates it).
 
 Failure injection: :meth:`FakeKubeApi.fail` (answer with a status), :meth:`FakeKubeApi.hang`
@@ -40,7 +48,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,6 +56,18 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
+
+from tests.fakes.kube_rollouts import (
+    PatchError,
+    json_patch,
+    make_configmap,
+    make_controller_revision,
+    make_event,
+    make_pvc,
+    make_replicaset,
+    stamp,
+    sync_revisions,
+)
 
 Obj = dict[str, Any]
 FieldPath = tuple[str, ...]
@@ -85,15 +105,18 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "secrets", "Secret"),
     Resource("", "v1", "services", "Service"),
     Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim"),
+    Resource("", "v1", "events", "Event"),
     Resource("apps", "v1", "statefulsets", "StatefulSet"),
     Resource("apps", "v1", "deployments", "Deployment"),
+    Resource("apps", "v1", "replicasets", "ReplicaSet"),
+    Resource("apps", "v1", "controllerrevisions", "ControllerRevision"),
     Resource("batch", "v1", "jobs", "Job"),
     Resource("batch", "v1", "cronjobs", "CronJob"),
 )
 _BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
 # Kinds whose status is a subresource: writes to the main resource leave status alone.
 _STATUS_KINDS = {"Pod", "Node", "Service", "PersistentVolumeClaim", "StatefulSet", "Deployment",
-                 "Job", "CronJob"}  # fmt: skip
+                 "ReplicaSet", "Job", "CronJob"}  # fmt: skip
 # Kinds whose strategy sets metadata.generation (bumped when the spec changes).
 _GENERATION_KINDS = {"StatefulSet", "Deployment", "Job", "CronJob"}
 
@@ -281,6 +304,13 @@ _FIELD_LABELS = {
     "pods": _POD_FIELDS,
     "nodes": ("metadata.name", "spec.unschedulable"),
     "jobs": ("metadata.name", "metadata.namespace", "status.successful"),
+    # core/v1 events (pkg/apis/core/v1 conversion: EventToSelectableFields)
+    "events": (
+        *("metadata.name", "metadata.namespace", "involvedObject.kind"),
+        *("involvedObject.namespace", "involvedObject.name", "involvedObject.uid"),
+        *("involvedObject.apiVersion", "involvedObject.resourceVersion"),
+        *("involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"),
+    ),
 }
 
 
@@ -1167,9 +1197,11 @@ class _Handler(BaseHTTPRequestHandler):
             raise _invalid("PatchOptions", "meta.k8s.io", "", errors)
         if body_error:
             raise ApiError(400, "BadRequest", body_error)
-        if ctype == _JSON_PATCH:
-            raise _unimplemented("application/json-patch+json")
         body = rec.body
+        if ctype == _JSON_PATCH:
+            if sub is not None:
+                raise _unimplemented("JSON patch of a subresource")
+            return 200, self._json_patch(res, ns, name, query, body)
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "error decoding patch: the patch is not an object")
         if sub == "scale":
@@ -1203,11 +1235,47 @@ class _Handler(BaseHTTPRequestHandler):
                 new.pop("status", None)
                 if "status" in old:
                     new["status"] = old["status"]
-            if new.get("spec") != old.get("spec") and res.kind in _GENERATION_KINDS:
-                new["metadata"]["generation"] = old["metadata"].get("generation", 0) + 1
-            _validate(res, name, new, old)
-            _record_update(new, old, manager, res.api_version)
-            return 200, self._store(res, ns, name, new, old)
+            return 200, self._update(res, ns, name, new, old, manager)
+
+    def _json_patch(
+        self, res: Resource, ns: str | None, name: str, query: dict[str, str], ops: Any
+    ) -> Obj:
+        """RFC 6902 (``kubectl rollout undo`` sends one): the patched object replaces the
+        stored one; an operation that does not apply is 422 with json-patch's message."""
+        manager = query.get("fieldManager") or _user_agent_manager(self.headers.get("User-Agent"))
+        with self.api._lock:
+            old = self._get(res, ns, name)
+            try:
+                new = json_patch(old, ops)
+            except PatchError as exc:
+                raise ApiError(422, "Invalid", str(exc)) from None
+            new["metadata"] = dict(new.get("metadata") or {}, name=name)
+            for field in ("uid", "creationTimestamp", "namespace", "generation",
+                          "resourceVersion", "managedFields"):  # fmt: skip
+                if field in old["metadata"]:
+                    new["metadata"][field] = old["metadata"][field]
+            if res.kind in _STATUS_KINDS:
+                new.pop("status", None)
+                if "status" in old:
+                    new["status"] = old["status"]
+            return self._update(res, ns, name, new, old, manager)
+
+    def _update(
+        self, res: Resource, ns: str | None, name: str, new: Obj, old: Obj, manager: str
+    ) -> Obj:
+        """Store a patched object (the caller holds the lock): generation, validation,
+        managed fields; a Deployment whose pod template changed gets its next revision."""
+        if new.get("spec") != old.get("spec") and res.kind in _GENERATION_KINDS:
+            new["metadata"]["generation"] = old["metadata"].get("generation", 0) + 1
+        _validate(res, name, new, old)
+        _record_update(new, old, manager, res.api_version)
+        if res.kind == "Deployment" and new["spec"].get("template") != old["spec"].get("template"):
+            rs_res = _BY_PATH[("apps", "v1", "replicasets")]
+            rs, dep = sync_revisions(new, list(self.api._list(rs_res, ns)))
+            if rs is not None and dep is not None:
+                self.api.put(rs)
+                new = dep
+        return self._store(res, ns, name, new, old)
 
     def _apply(
         self,
@@ -1425,6 +1493,10 @@ class FakeKubeApi:
             obj = self._objects.get((api_version, plural, namespace, name))
             return copy.deepcopy(obj) if obj is not None else None
 
+    def objects(self, api_version: str, plural: str, namespace: str | None = "spark") -> list[Obj]:
+        """Copies of the stored objects of a kind (in a namespace; None: everywhere)."""
+        return list(self._list(self._resource_for_plural(api_version, plural), namespace))
+
     def add_pod(self, name: str, **kwargs: Any) -> Obj:
         return self.put(make_pod(name, **kwargs))
 
@@ -1436,6 +1508,128 @@ class FakeKubeApi:
 
     def add_deployment(self, name: str, replicas: int, ready: int, ns: str = "spark") -> Obj:
         return self.put(_workload("Deployment", name, ns, replicas, ready))
+
+    # triage objects and rollouts (tests/fakes/kube_rollouts.py)
+    def add_event(self, reason: str, message: str, **kwargs: Any) -> Obj:
+        """A core/v1 Event (``name``: the object it is about, ``kind``, ``at``, ``type_``)."""
+        return self.put(make_event(reason, message, **kwargs))
+
+    def add_pvc(self, name: str, phase: str = "Bound", ns: str = "spark") -> Obj:
+        return self.put(make_pvc(name, phase=phase, namespace=ns))
+
+    def add_configmap(self, name: str, data: dict[str, str], **kwargs: Any) -> Obj:
+        """A ConfigMap; ``changed_at``/``manager``: its last write (managedFields)."""
+        obj = self.put(make_configmap(name, data, **kwargs))
+        if "created_at" in kwargs:  # put() fills only a missing one
+            obj["metadata"]["creationTimestamp"] = stamp(kwargs["created_at"])
+        return obj
+
+    def add_rollout_history(
+        self,
+        deployment: str,
+        images: list[str],
+        *,
+        at: list[dt.datetime] | None = None,
+        ns: str = "spark",
+    ) -> Obj:
+        """Revisions 1..N of a Deployment, one ReplicaSet per image (created ``at``), the
+        Deployment running the last: what ``kubectl set image`` N-1 times leaves."""
+        key = ("apps/v1", "deployments", ns, deployment)
+        with self._lock:
+            dep = self._objects[key]
+            for number, image in enumerate(images, 1):
+                for c in dep["spec"]["template"]["spec"]["containers"]:
+                    c["image"] = image
+                when = at[number - 1] if at else None
+                self.put(make_replicaset(dep, number, at=when))
+            dep["metadata"].setdefault("annotations", {})["deployment.kubernetes.io/revision"] = (
+                str(len(images))
+            )
+            dep["metadata"]["resourceVersion"] = str(next(self._rv))
+            return copy.deepcopy(dep)
+
+    def add_statefulset_history(
+        self,
+        statefulset: str,
+        images: list[str],
+        *,
+        at: list[dt.datetime] | None = None,
+        ns: str = "spark",
+    ) -> None:
+        """ControllerRevisions 1..N of a StatefulSet, one per image, the last one current."""
+        key = ("apps/v1", "statefulsets", ns, statefulset)
+        with self._lock:
+            sts = self._objects[key]
+            for number, image in enumerate(images, 1):
+                when = at[number - 1] if at else None
+                self.put(make_controller_revision(sts, number, image, at=when))
+                for c in sts["spec"]["template"]["spec"]["containers"]:
+                    c["image"] = image
+
+    def executors_ready(self, name: str, ready: int, ns: str = "spark") -> None:
+        """The StatefulSet's controller and kubelets got ``ready`` pods Ready."""
+        self._set_status("statefulsets", name, ns, lambda obj: {
+            "replicas": ready, "readyReplicas": ready, "currentReplicas": ready,
+            "updatedReplicas": ready, "availableReplicas": ready,
+        })  # fmt: skip
+
+    def roll_out(self, deployment: str, ns: str = "spark") -> None:
+        """The Deployment's rollout completed: every replica updated, ready and available."""
+
+        def done(obj: Obj) -> Obj:
+            n = obj["spec"].get("replicas", 1)
+            progressing = {"type": "Progressing", "status": "True",
+                           "reason": "NewReplicaSetAvailable"}  # fmt: skip
+            return {"replicas": n, "updatedReplicas": n, "readyReplicas": n,
+                    "availableReplicas": n, "conditions": [progressing]}  # fmt: skip
+
+        self._set_status("deployments", deployment, ns, done)
+
+    def stick_rollout(
+        self,
+        deployment: str,
+        pods: int = 2,
+        reason: str = "CrashLoopBackOff",
+        *,
+        deadline_exceeded: bool = False,
+        ns: str = "spark",
+    ) -> None:
+        """The new ReplicaSet's ``pods`` pods wait in ``reason`` (restarting), the old ones
+        stay; with ``deadline_exceeded`` the controller gave up (ProgressDeadlineExceeded)."""
+        with self._lock:
+            dep = self._objects[("apps/v1", "deployments", ns, deployment)]
+            labels = dict(dep["spec"]["template"]["metadata"].get("labels") or {})
+            labels["pod-template-hash"] = "stuck"
+            for i in range(pods):
+                pod = make_pod(
+                    f"{deployment}-stuck-{i}",
+                    namespace=ns,
+                    labels=labels,
+                    waiting_reason=reason,
+                    restarts=3,
+                    containers=(deployment,),
+                )
+                self.put(pod)
+
+        def stuck(obj: Obj) -> Obj:
+            n = obj["spec"].get("replicas", 1)
+            status: Obj = {"replicas": n + pods, "updatedReplicas": pods,
+                           "readyReplicas": n, "availableReplicas": n,
+                           "unavailableReplicas": pods}  # fmt: skip
+            if deadline_exceeded:
+                status["conditions"] = [{"type": "Progressing", "status": "False",
+                                         "reason": "ProgressDeadlineExceeded"}]  # fmt: skip
+            return status
+
+        self._set_status("deployments", deployment, ns, stuck)
+
+    def _set_status(self, plural: str, name: str, ns: str, status: Callable[[Obj], Obj]) -> None:
+        with self._lock:
+            obj = self._objects[("apps/v1", plural, ns, name)]
+            generation = obj["metadata"].get("generation", 1)
+            obj["status"] = {**obj.get("status", {}), **status(obj)}
+            obj["status"]["observedGeneration"] = generation
+            obj["metadata"]["resourceVersion"] = str(next(self._rv))
 
     def set_logs(
         self, pod: str, text: str, container: str | None = None, ns: str = "spark"
@@ -1508,6 +1702,12 @@ class FakeKubeApi:
             self.requests.clear()
 
     # internals used by the handler
+    def _resource_for_plural(self, api_version: str, plural: str) -> Resource:
+        for res in RESOURCES:
+            if res.api_version == api_version and res.plural == plural:
+                return res
+        raise KeyError(f"{api_version} {plural} is not served by the fake")
+
     def _resource_for_kind(self, api_version: str, kind: str) -> Resource:
         for res in RESOURCES:
             if res.api_version == api_version and res.kind == kind:
@@ -1548,7 +1748,9 @@ class FakeKubeApi:
 def seed_spark_platform(api: FakeKubeApi, ns: str = "spark") -> None:
     """A small realistic platform: drivers (one crash-looping), executors, a failed and a pending
     pod, an unrelated pod outside the selector, two nodes (one NotReady), the executor
-    StatefulSet (10 desired / 8 ready), the Spark Connect Deployment, logs and metrics."""
+    StatefulSet (10 desired / 8 ready) and the Spark Connect Deployment with two revisions
+    each (apache/spark 3.5.0 → 3.5.1), a Bound claim, a ConfigMap, a BackOff Warning event,
+    logs and metrics."""
     api.add_pod("spark-connect-driver-0", role="driver", namespace=ns)
     api.add_pod(
         "etl-nightly-driver",
@@ -1571,6 +1773,16 @@ def seed_spark_platform(api: FakeKubeApi, ns: str = "spark") -> None:
     api.add_node("node-2", ready=False, cpu="4", memory="16Gi")
     api.add_statefulset("spark-connect-executor", replicas=10, ready=8, ns=ns)
     api.add_deployment("spark-connect", replicas=1, ready=1, ns=ns)
+    # history: the image went 3.5.0 → 3.5.1 (so /rollback has a revision to go back to)
+    api.add_rollout_history("spark-connect", ["apache/spark:3.5.0", "apache/spark:3.5.1"], ns=ns)
+    api.add_statefulset_history(
+        "spark-connect-executor", ["apache/spark:3.5.0", "apache/spark:3.5.1"], ns=ns
+    )
+    api.add_pvc("spark-connect-data", ns=ns)
+    api.add_configmap("spark-connect-conf", {"spark.executor.memory": "4g"}, namespace=ns)
+    api.add_event(
+        "BackOff", "Back-off restarting failed container", name="etl-nightly-driver", namespace=ns
+    )
     api.set_logs(
         "spark-connect-driver-0",
         "INFO SparkContext: Running Spark version 3.5.1\n"

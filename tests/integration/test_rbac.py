@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -153,9 +154,18 @@ async def exercise_every_method(cluster: Cluster, tmp_path: Path) -> None:
     await cluster.scale_executors(12)
     await cluster.connect_status()
     await cluster.restart_connect()
+    await cluster.rollback_plan()
+    await cluster.rollback_connect()
+    await cluster.rollout_status()
+    await cluster.pods_selected("app.kubernetes.io/name=spark-connect")
+    since = datetime.now(UTC) - timedelta(days=1)
+    await cluster.warning_events(since)
+    await cluster.claims()
+    await cluster.recent_changes(since)
     await cluster.kill_driver("etl-nightly-driver")
     with pytest.raises(NotADriver):
         await cluster.kill_driver("spark-connect-executor-0")
+    assert not await cluster.pod_gone("spark-connect-driver-0")  # a 404 would fail below
     manifest = tmp_path / "restore.yaml"
     manifest.write_text(manifest_of_every_restorable_kind())
     created = await cluster.apply_manifest(manifest)

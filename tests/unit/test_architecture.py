@@ -26,6 +26,8 @@ SERVICES = {
     "bot/diagnostics.py",
     "bot/cluster_actions.py",
     "bot/cluster_reads.py",
+    "bot/triage.py",
+    "bot/action_watch.py",
     "bot/leader.py",
     "bot/backups.py",
     "bot/alert_batches.py",
