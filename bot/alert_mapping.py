@@ -22,19 +22,34 @@ threads (``await store.run(...)``), never on the event loop.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from datetime import datetime, timedelta
+import uuid
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from bot.alert_groups import (
+    ACTOR,
+    SOURCE,
+    count,
+    describe,
+    digest,
+    duration,
+    event,
+    group_name,
+    links,
+    names,
+    new_episode,
+    read_rule_for,
+    record,
+    stored_key,
+)
 from bot.clock import Clock
-from bot.domain.durations import parse_duration
-from bot.domain.incident import MAX_TITLE, InvalidInput, clean
+from bot.domain.durations import humanize
+from bot.domain.incident import MAX_TITLE, InvalidInput, clean, time_text
 from bot.incidents import Incidents
 from bot.integrations.alertmanager import (
     DEFAULT_SEVERITY_MAPPING,
@@ -48,41 +63,50 @@ from bot.integrations.alertmanager import (
 )
 from bot.messages import Button, Destination
 from bot.outbox import Poster
-from bot.people import Actor
 from bot.settings import Alertmanager as AlertmanagerSettings
-from bot.store.models import Incident, TimelineEvent
+from bot.settings import Alerts
+from bot.store.models import Incident, Timer
+
+if TYPE_CHECKING:
+    from bot.maintenance import MaintenanceWindows
+    from bot.watchdog import WatchdogTimer
 
 log = logging.getLogger("pira.alerts")
 
-SOURCE = "alertmanager"
-ACTOR = Actor(key="alertmanager", name="alertmanager", roles=frozenset(), known=False)
-MAX_LINKS = 5
-SHOWN = 5  # alerts named in one room post
-MAX_GROUP_KEY = 500  # the length of incidents.alert_group_key
+__all__ = ["ACTOR", "RULES_FILE", "SOURCE", "AlertMapping", "FollowUp", "stored_key"]
+
+AUTO_RESOLVE = "auto-resolve"  # the timer kind
 # The alerting rules PIRA ships (their ``for`` by alertname); absent in an image
 # without deploy/: then only an alert's ``for`` annotation is known.
 RULES_FILE = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules.yaml"
 
 # (kind, incident number, severity): a verb with its own transaction, done after the
-# batch's commit. kind "severity": raise to that severity; "resolve": resolve (the
-# severity is the incident's, named in the resolution).
+# batch's commit. kind "severity": raise to that severity.
 FollowUp = tuple[str, int, str]
 
 
 class AlertMapping:
     """Applies one notification inside a caller's transaction; what needs a verb of
-    its own (raise the severity, resolve) is returned as follow-ups."""
+    its own (raise the severity) is returned as follow-ups."""
 
     def __init__(
         self,
         *,
         settings: AlertmanagerSettings,
+        alerts: Alerts,
         clock: Clock,
         incidents: Incidents,
         poster: Poster,
+        maintenance: MaintenanceWindows,
+        watchdog: WatchdogTimer,
+        tz: tzinfo,
         rules_file: Path | None = RULES_FILE,
     ) -> None:
         self.settings = settings
+        self.alerts = alerts
+        self.maintenance = maintenance
+        self.watchdog = watchdog
+        self.tz = tz
         self.rule_for = read_rule_for(rules_file)  # once, at start
         self.clock = clock
         self.incidents = incidents
@@ -97,12 +121,20 @@ class AlertMapping:
         self, s: Session, p: AlertmanagerPayload, followups: list[FollowUp]
     ) -> dict[str, Any]:
         """What ``p`` changes, in session ``s``; the answer for Alertmanager."""
+        dog = self.alerts.watchdog
+        if dog is not None and any(a.alertname == dog.alertname for a in p.alerts):
+            # The dead-man's switch: heard, never an incident (bot/watchdog.py).
+            self.watchdog.heard(s, [a for a in p.alerts if a.alertname == dog.alertname])
+            rest = [a for a in p.alerts if a.alertname != dog.alertname]
+            if not rest:
+                return {"status": "watchdog"}
+            p = p.model_copy(update={"alerts": rest})
         key = stored_key(p.group_key)
         incident = s.scalar(
             select(Incident).where(Incident.alert_group_key == key).with_for_update()
         )
         repeat_of = None
-        if incident is not None and not incident.is_open and _new_episode(incident, p):
+        if incident is not None and not incident.is_open and new_episode(incident, p):
             incident.alert_group_key = None
             incident.details = {**(incident.details or {}), "alert_group_key": key}
             s.flush()  # free the unique key before the new incident takes it
@@ -119,19 +151,9 @@ class AlertMapping:
         it still to do."""
         for kind, number, severity in followups:
             try:
-                if kind == "severity":
-                    self.incidents.set_severity(
-                        number=number, severity=severity, by=ACTOR, source=SOURCE
-                    )
-                else:
-                    self.incidents.resolve(
-                        number=number,
-                        root_cause="all alerts of the Alertmanager group resolved",
-                        resolution=f"resolved automatically ({severity} is in "
-                        "alertmanager.auto_resolve)",
-                        by=ACTOR,
-                        source=SOURCE,
-                    )
+                self.incidents.set_severity(
+                    number=number, severity=severity, by=ACTOR, source=SOURCE
+                )
             except InvalidInput:
                 pass  # a person or another replica did it first
             except Exception:
@@ -145,14 +167,17 @@ class AlertMapping:
             "source": SOURCE,
             "receiver": p.receiver,
             "labels": dict(p.common_labels or p.group_labels),
-            "links": _links([], p.alerts),
-            "alerts": {a.fingerprint: _record(a, 0) for a in p.alerts},
+            "links": links([], p.alerts),
+            "alerts": {a.fingerprint: record(a, 0) for a in p.alerts},
         }
         if repeat_of is not None:
             details["repeat_of"] = repeat_of
         started = self._condition_start(p)
         if started is not None:
             details["start_known"] = True
+        held = self.maintenance.held(s, now)
+        if held is not None:  # announced, not paged (bot/maintenance.py)
+            details["held"] = {"until": held.until.isoformat(), "reason": held.reason}
         incident = self.incidents.declare(
             severity=severity,
             title=title,
@@ -164,10 +189,26 @@ class AlertMapping:
             session=s,
         )
         firing = len(p.firing_alerts)
-        text = f"Alertmanager: {firing} alert(s) firing in group {_group_name(p)}"
+        text = f"Alertmanager: {firing} alert(s) firing in group {group_name(p)}"
         if repeat_of is not None:
             text += f"; the group fired again after #{repeat_of} was resolved"
-        _event(s, incident, text, now)
+        event(s, incident, text, now)
+        if held is not None:
+            until = time_text(held.until, self.tz)
+            self.poster.post(
+                s,
+                incident.id,
+                Destination.incidents(),
+                "text",
+                {
+                    "text": f"🔧 #{incident.number} came in during maintenance ({held.reason}): "
+                    f"nobody is paged now. If it is still open and unacknowledged at {until}, "
+                    "the on-call is paged then. /ack or /page to act before."
+                },
+                f"inc{incident.number}:held",
+                fresh=True,
+            )
+            event(s, incident, f"held by maintenance until {until}: {held.reason}", now)
         log.info(
             "incident declared from alerts",
             extra={"incident": incident.number, "severity": severity, "alerts": firing},
@@ -187,7 +228,7 @@ class AlertMapping:
     def _for(self, a: Alert) -> timedelta | None:
         raw = a.annotations.get("for")
         if raw:
-            return _duration(raw)
+            return duration(raw)
         return self.rule_for.get(a.alertname)
 
     def _update(
@@ -206,36 +247,46 @@ class AlertMapping:
             known = seen.get(a.fingerprint)
             if a.firing and (known is None or known["status"] != "firing"):
                 new.append(a)  # a new alert, or one firing again after it resolved
-                seen[a.fingerprint] = _record(a, known["n"] if known else 0)
+                seen[a.fingerprint] = record(a, known["n"] if known else 0)
             elif not a.firing and (known is None or known["status"] == "firing"):
                 resolved.append(a)
-                seen[a.fingerprint] = _record(a, (known["n"] if known else 0) + 1)
+                seen[a.fingerprint] = record(a, (known["n"] if known else 0) + 1)
         number = incident.number
         room = Destination.incident(number)
         if new:
+            self._cancel_auto_resolve(s, incident, now)  # it fired again: not over
             for a in new:
-                _event(s, incident, f"new alert: {_describe(a, p)}", now)
+                event(s, incident, f"new alert: {describe(a, p)}", now)
             self.poster.post(
                 s,
                 incident.id,
                 room,
                 "text",
-                {
-                    "text": f"🔔 #{number}: {_count(new, 'new alert')} in the group: "
-                    + _names(new, p)
-                },
-                f"inc{number}:alerts-new:{_digest(new)}",
+                {"text": f"🔔 #{number}: {count(new, 'new alert')} in the group: " + names(new, p)},
+                f"inc{number}:alerts-new:{digest(new)}",
             )
         if resolved:
             for a in resolved:
-                _event(s, incident, f"alert resolved: {_describe(a, p)}", now)
+                event(s, incident, f"alert resolved: {describe(a, p)}", now)
             all_done = not any(r["status"] == "firing" for r in seen.values())
-            text = f"✅ #{number} alert resolved: {_names(resolved, p)}."
+            text = f"✅ #{number} alert resolved: {names(resolved, p)}."
             buttons: tuple[Button, ...] = ()
             if all_done and incident.is_open:
-                if incident.severity in self.settings.auto_resolve:
-                    followups.append(("resolve", number, incident.severity))
-                    text += " All alerts of the group are resolved: resolving automatically."
+                if self._auto_resolves(incident, seen):
+                    quiet = self.alerts.auto_resolve_quiet
+                    s.add(
+                        Timer(
+                            key=f"inc{incident.id}:{AUTO_RESOLVE}:{uuid.uuid4().hex[:16]}",
+                            incident_id=incident.id,
+                            kind=AUTO_RESOLVE,
+                            due_at=now + quiet,
+                        )
+                    )
+                    text += (
+                        " All alerts of the group are resolved: resolving automatically at "
+                        f"{time_text(now + quiet, self.tz)} unless one fires again or someone "
+                        "acknowledges."
+                    )
                 else:
                     text += (
                         " All alerts of the group are resolved. If the incident is over: "
@@ -248,7 +299,7 @@ class AlertMapping:
                 room,
                 "text",
                 {"text": text},
-                f"inc{number}:alerts-resolved:{_digest(resolved)}",
+                f"inc{number}:alerts-resolved:{digest(resolved)}",
                 buttons,
             )
         if p.firing_alerts and incident.is_open:
@@ -258,124 +309,67 @@ class AlertMapping:
         if not (new or resolved):
             return {"status": "unchanged", "incident": number}
         details["alerts"] = seen
-        details["links"] = _links(list(details.get("links", [])), new)
+        details["links"] = links(list(details.get("links", [])), new)
         incident.details = details  # a new dict: JSON columns do not track mutation
         return {"status": "updated", "incident": number, "new": len(new), "resolved": len(resolved)}
 
-
-# ---- helpers ---------------------------------------------------------------------
-
-
-def read_rule_for(path: Path | None) -> dict[str, timedelta]:
-    """alertname → its rule's ``for`` from a Prometheus rules file (empty when the file
-    is missing or unreadable: a start it cannot know is left unknown)."""
-    if path is None:
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        log.info("no alerting rules read", extra={"path": str(path), "why": str(exc)[:200]})
-        return {}
-    found: dict[str, timedelta] = {}
-    groups = data.get("groups") if isinstance(data, dict) else None
-    for group in groups if isinstance(groups, list) else []:
-        rules = group.get("rules") if isinstance(group, dict) else None
-        for rule in rules if isinstance(rules, list) else []:
-            if isinstance(rule, dict) and rule.get("alert") and rule.get("for"):
-                window = _duration(str(rule["for"]))
-                if window is not None:
-                    found[str(rule["alert"])] = window
-    return found
-
-
-def _duration(text: str) -> timedelta | None:
-    """A Prometheus duration as far as PIRA's parser reads it (``2m``, ``1h30m``)."""
-    try:
-        return parse_duration(text.strip())
-    except ValueError:
-        return None
-
-
-def stored_key(group_key: str) -> str:
-    """The group key as ``incidents.alert_group_key`` holds it: as sent when it fits the
-    column, else its beginning and a digest of the whole (still one key per group)."""
-    if len(group_key) <= MAX_GROUP_KEY:
-        return group_key
-    digest = hashlib.sha256(group_key.encode()).hexdigest()
-    return f"{group_key[: MAX_GROUP_KEY - 72]}#sha256:{digest}"
-
-
-def _event(s: Session, incident: Incident, text: str, at: datetime) -> None:
-    s.add(
-        TimelineEvent(
-            incident_id=incident.id,
-            at=at,
-            actor=ACTOR.handle,
-            source=SOURCE,
-            kind="alert",
-            text=text[:2000],
-        )
-    )
-
-
-def _record(a: Alert, resolutions: int) -> dict[str, Any]:
-    at = a.starts_at.isoformat() if a.starts_at is not None else None
-    return {"status": a.status, "at": at, "n": resolutions}
-
-
-def _new_episode(incident: Incident, p: AlertmanagerPayload) -> bool:
-    """Whether a firing alert started after what the resolved incident knew (an alert
-    whose start is unknown, now or then, did not start again as far as PIRA can tell)."""
-    seen = (incident.details or {}).get("alerts", {})
-    for a in p.firing_alerts:
-        known = seen.get(a.fingerprint)
-        if known is None:
+    def _auto_resolves(self, incident: Incident, seen: dict[str, dict[str, Any]]) -> bool:
+        """Whether PIRA may resolve the incident once its alerts are quiet: nobody
+        acknowledged it, and its severity or every alert's name is configured so."""
+        if incident.acknowledged_at is not None:
+            return False
+        if incident.severity in self.settings.auto_resolve:
             return True
-        if a.starts_at is None or not known.get("at"):
-            continue
-        try:
-            if a.starts_at > datetime.fromisoformat(known["at"]):
-                return True
-        except (ValueError, TypeError, OverflowError):
-            continue  # stored by an older PIRA in a form it cannot compare: not new
-    return False
+        wanted = set(self.alerts.auto_resolve)
+        if not wanted:
+            return False
+        fallback = ((incident.details or {}).get("labels") or {}).get("alertname")
+        alertnames = {r.get("name") or fallback for r in seen.values()}
+        return bool(alertnames) and alertnames <= wanted
 
+    def _cancel_auto_resolve(self, s: Session, incident: Incident, now: datetime) -> None:
+        s.execute(
+            update(Timer)
+            .where(
+                Timer.incident_id == incident.id,
+                Timer.kind == AUTO_RESOLVE,
+                Timer.fired_at.is_(None),
+                Timer.cancelled_at.is_(None),
+            )
+            .values(cancelled_at=now)
+        )
 
-def _links(links: list[str], alerts: list[Alert]) -> list[str]:
-    for a in alerts:
-        for link in (a.generator_url, a.annotations.get("runbook_url", "")):
-            if link and link not in links and len(links) < MAX_LINKS:
-                links.append(link)
-    return links
-
-
-def _group_name(p: AlertmanagerPayload) -> str:
-    labels = p.group_labels or p.common_labels
-    return "{" + ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
-
-
-def _describe(a: Alert, p: AlertmanagerPayload) -> str:
-    """The alert's name and what sets it apart from the rest of its group."""
-    own = {k: v for k, v in a.labels.items() if p.common_labels.get(k) != v and k != "alertname"}
-    text = a.summary or a.alertname or a.fingerprint
-    if own:
-        text += " (" + ", ".join(f"{k}={v}" for k, v in sorted(own.items())) + ")"
-    return clean(text)[:300]
-
-
-def _names(alerts: list[Alert], p: AlertmanagerPayload) -> str:
-    shown = "; ".join(_describe(a, p) for a in alerts[:SHOWN])
-    return shown + (f" (+{len(alerts) - SHOWN} more)" if len(alerts) > SHOWN else "")
-
-
-def _count(alerts: list[Alert], word: str) -> str:
-    return f"{len(alerts)} {word}" + ("s" if len(alerts) != 1 else "")
-
-
-def _digest(alerts: list[Alert]) -> str:
-    """Stable across re-sends and replicas: the same change gets the same post key."""
-    parts = sorted(
-        f"{a.fingerprint}/{a.status}/{a.starts_at.isoformat() if a.starts_at else '?'}"
-        for a in alerts
-    )
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+    def fire_auto_resolve(self, s: Session, timer: Timer, now: datetime, late: str | None) -> None:
+        """The quiet time after the group's last alert resolved is over (a timer, in its
+        firing transaction): resolve, unless it fired again or someone acknowledged."""
+        incident = s.get(Incident, timer.incident_id)
+        if incident is None or not incident.is_open:
+            return
+        seen = (incident.details or {}).get("alerts", {})
+        if any(r.get("status") == "firing" for r in seen.values()):
+            return  # fired again (its timer was cancelled then; a guard all the same)
+        number = incident.number
+        if incident.acknowledged_at is not None:
+            self.poster.post(
+                s,
+                incident.id,
+                Destination.incident(number),
+                "text",
+                {
+                    "text": f"✅ #{number}: all alerts stayed resolved, but someone "
+                    f"acknowledged it: /resolve #{number} <root cause> when you are sure."
+                },
+                f"inc{number}:auto-resolve-acked:{timer.id}",
+                (Button("Resolve", f"/resolve #{number} alerts resolved", "primary"),),
+                fresh=True,
+            )
+            return
+        quiet = self.alerts.auto_resolve_quiet
+        self.incidents.resolve(
+            number=number,
+            root_cause=f"all alerts resolved and quiet for {humanize(quiet)}",
+            resolution="resolved automatically (alerts.auto_resolve)",
+            by=ACTOR,
+            source=SOURCE,
+            session=s,
+        )

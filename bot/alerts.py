@@ -24,9 +24,11 @@ from bot.alert_mapping import RULES_FILE, AlertMapping
 from bot.clock import Clock
 from bot.incidents import Incidents
 from bot.integrations.alertmanager import PayloadError, parse_payload
+from bot.maintenance import MaintenanceWindows
 from bot.outbox import Poster
-from bot.settings import Alertmanager as AlertmanagerSettings
+from bot.settings import Config
 from bot.store import Store
+from bot.watchdog import WatchdogTimer
 
 if TYPE_CHECKING:
     from bot.web import WebServer
@@ -42,22 +44,29 @@ class AlertIngest:
         self,
         *,
         store: Store,
-        settings: AlertmanagerSettings,
+        config: Config,
         token: str | None,
         clock: Clock,
         incidents: Incidents,
         poster: Poster,
+        maintenance: MaintenanceWindows,
+        watchdog: WatchdogTimer,
         notify: Callable[[], None],
     ) -> None:
         """``token``: the bearer token Alertmanager must send (None: see
         ``settings.allow_unauthenticated``); ``notify`` wakes the outbox."""
+        settings = config.alertmanager
         self.settings = settings
         self.token = token
         self.mapping = AlertMapping(
             settings=settings,
+            alerts=config.alerts,
             clock=clock,
             incidents=incidents,
             poster=poster,
+            maintenance=maintenance,
+            watchdog=watchdog,
+            tz=config.tz,
             rules_file=Path(settings.rules_file) if settings.rules_file else RULES_FILE,
         )
         self.batches = AlertBatches(store=store, mapping=self.mapping, notify=notify)

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from bot.action_items import REMINDER_KIND, ActionItems
 from bot.action_watch import OutcomeWatch
 from bot.adapters.deps import ChatDeps
+from bot.alert_mapping import AUTO_RESOLVE
 from bot.alerts import AlertIngest
 from bot.clock import Clock, SystemClock
 from bot.cluster_actions import ClusterActions
@@ -19,6 +20,7 @@ from bot.diagnostics import Diagnostics
 from bot.incidents import Incidents
 from bot.leader import Fence, Leadership
 from bot.logs import Secrets
+from bot.maintenance import MaintenanceWindows
 from bot.metrics import BotMetrics
 from bot.oncall import OnCall
 from bot.outbox import Adapter, ChatAdapter, Poster
@@ -31,9 +33,12 @@ from bot.reviews import Reviews
 from bot.rooms import Rooms
 from bot.router import Router, Services
 from bot.settings import Config, Env
+from bot.silences import Silences
 from bot.store import Store
 from bot.timers import Timers
 from bot.views import IncidentViews
+from bot.watchdog import KIND as WATCHDOG_KIND
+from bot.watchdog import WatchdogTimer
 from handlers import all_commands
 
 log = logging.getLogger("pira.app")
@@ -126,14 +131,34 @@ class App:
                 notify=self.outbox.notify,
             ),
         )
+        self.maintenance = MaintenanceWindows(
+            store=self.store, config=config, clock=self.clock, poster=self.poster
+        )
+        watchdog = WatchdogTimer(
+            config=config,
+            clock=self.clock,
+            incidents=self.incidents,
+            poster=self.poster,
+            maintenance=self.maintenance,
+        )
         self.alerts = AlertIngest(
             store=self.store,
-            settings=config.alertmanager,
+            config=config,
             token=env.alertmanager_token,
             clock=self.clock,
             incidents=self.incidents,
             poster=self.poster,
+            maintenance=self.maintenance,
+            watchdog=watchdog,
             notify=self.outbox.notify,
+        )
+        self.timers.aftermath[WATCHDOG_KIND] = watchdog.fire
+        self.timers.aftermath[AUTO_RESOLVE] = self.alerts.mapping.fire_auto_resolve
+        self.silences = Silences(
+            url=env.alertmanager_url,
+            clock=self.clock,
+            incidents=self.incidents,
+            alertname=config.alerts.watchdog.alertname if config.alerts.watchdog else None,
         )
         commands = all_commands()
         # One registry for every series of GET /metrics (the web server's, the alerts').
@@ -169,6 +194,8 @@ class App:
                     store=self.store, clock=self.clock, config=config, poster=self.poster
                 ),
                 reviews=self.reviews,
+                maintenance=self.maintenance,
+                silences=self.silences,
                 run=self.store.run,
             ),
             commands=commands,

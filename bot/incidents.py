@@ -17,13 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.clock import Clock
-from bot.domain.categories import CATEGORIES, categorize, categorize_seen
-from bot.domain.incident import (
-    MAX_TITLE,
-    STATUS_LABELS,
-    InvalidInput,
-    check_text,
-)
+from bot.domain.categories import CATEGORIES, resolved_category
+from bot.domain.incident import MAX_TITLE, STATUS_LABELS, InvalidInput, check_text
 from bot.domain.severity import SEVERITIES
 from bot.incident_change import Change, Outcome, Pager, TimerPlanner
 from bot.incident_posts import IncidentPosts
@@ -81,12 +76,21 @@ class Incidents:
 
     @contextmanager
     def _change(
-        self, number: int, by: Actor, source: str, *, must_be_open: bool = True
+        self,
+        number: int,
+        by: Actor,
+        source: str,
+        *,
+        must_be_open: bool = True,
+        session: Session | None = None,
     ) -> Iterator[Change]:
-        """The skeleton of a verb: one transaction around loading the incident, the
-        change, its timeline line and its posts; the outbox woken after the commit."""
+        """A verb's skeleton: one transaction (or the caller's ``session``) around loading
+        the incident, the change, its timeline line and posts; then the outbox woken."""
+        load = self.records.load_open if must_be_open else self.records.load
+        if session is not None:
+            yield Change(session, load(session, number), self.clock.now(), by, source)
+            return
         with self.store.transaction() as s:
-            load = self.records.load_open if must_be_open else self.records.load
             yield Change(s, load(s, number), self.clock.now(), by, source)
         self._notify()
 
@@ -273,24 +277,26 @@ class Incidents:
         return Outcome(c.incident, f"#{number} {field} recorded.")
 
     def resolve(
-        self, *, number: int, root_cause: str, resolution: str | None, by: Actor, source: str
+        self,
+        *,
+        number: int,
+        root_cause: str,
+        resolution: str | None,
+        by: Actor,
+        source: str,
+        session: Session | None = None,
     ) -> Outcome:
         root_cause = check_text(root_cause, "the root cause")
         resolution = check_text(resolution, "the resolution") if resolution else None
-        with self._change(number, by, source) as c:
+        with self._change(number, by, source, session=session) as c:
             incident = c.incident
             incident.status = "resolved"
             incident.resolved_at = c.now
             incident.root_cause = root_cause
             incident.resolution = resolution
             c.remember("current_status", f"Resolved: {root_cause}")
-            incident.category = categorize(root_cause)
-            if incident.category == "other":  # else what /health or the alert saw
-                details = incident.details or {}
-                labels = details.get("labels") or {}
-                incident.category = details.get("seen_category") or categorize_seen(
-                    incident.title, labels.get("alertname")
-                )
+            details = incident.details or {}
+            incident.category = resolved_category(root_cause, incident.title, details)
             ev = c.event(
                 "resolved", f"resolved: {root_cause}" + (f" -- {resolution}" if resolution else "")
             )

@@ -14,12 +14,14 @@ if TYPE_CHECKING:
     from bot.cluster_reads import ClusterReads
     from bot.diagnostics import Diagnostics
     from bot.incidents import Incidents
+    from bot.maintenance import MaintenanceWindows
     from bot.oncall import OnCall
     from bot.people import Directory
     from bot.postmortems import Postmortems
     from bot.report import Reports
     from bot.reviews import Reviews
     from bot.settings import Config
+    from bot.silences import Silences
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -50,4 +52,6 @@ class Services:
     reports: Reports
     postmortems: Postmortems
     reviews: Reviews
+    maintenance: MaintenanceWindows
+    silences: Silences
     run: Runner  # every service method that touches the database is called through it

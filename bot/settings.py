@@ -24,6 +24,7 @@ from pydantic import Field, field_validator
 from bot.domain.severity import Severity
 from bot.integrations.prometheus import RunbookQueries
 from bot.settings_aftermath import Business, Holidays, Pir
+from bot.settings_alerts import Alerts, MaintenanceWindow, Watchdog
 from bot.settings_defaults import (
     DEFAULT_CHAIN,
     DEFAULT_SEVERITIES,
@@ -47,6 +48,7 @@ __all__ = [
     "PERMISSIONS",
     "ROLE_NAMES",
     "Alertmanager",
+    "Alerts",
     "Business",
     "ChainStep",
     "Channel",
@@ -60,12 +62,14 @@ __all__ = [
     "EscalationTrigger",
     "Executors",
     "Holidays",
+    "MaintenanceWindow",
     "OnCall",
     "Person",
     "Pir",
     "Rotation",
     "SeverityPolicy",
     "Strict",
+    "Watchdog",
     "load_config",
 ]
 
@@ -230,6 +234,8 @@ class Config(Strict):
     # takes over at most this long after the leader died.
     leader_lease: Duration = timedelta(seconds=15)
     alertmanager: Alertmanager = Alertmanager()
+    alerts: Alerts = Alerts()
+    maintenance: tuple[MaintenanceWindow, ...] = ()
     business: Business = Business()
     pir: Pir = Pir()
     # Links /health shows in place of the runbook's port-forward (name → URL), e.g.

@@ -29,6 +29,8 @@ class Env:
     # The Kubernetes API: KUBECONFIG, else the in-cluster service account when in a pod.
     kubeconfig: str | None = None
     in_cluster: bool = False
+    # Alertmanager's API (silences from chat); PIRA_ALERTMANAGER_URL.
+    alertmanager_url: str | None = None
     # Where the console writes the files of its posts (relative: to the working directory).
     files_dir: str = "pira-files"
     # The console's log (JSON lines); on its terminal only warnings and errors.
@@ -62,6 +64,7 @@ class Env:
             prometheus_url=get("PIRA_PROMETHEUS_URL"),
             kubeconfig=get("KUBECONFIG"),
             in_cluster=bool(get("KUBERNETES_SERVICE_HOST")),
+            alertmanager_url=get("PIRA_ALERTMANAGER_URL"),
             files_dir=get("PIRA_FILES_DIR") or "pira-files",
             log_file=get("PIRA_LOG_FILE") or "pira-console.log",
         )

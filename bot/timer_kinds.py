@@ -114,6 +114,33 @@ class IncidentTimers:
             )
             # Keep reminding until someone updates: the next cycle starts now.
             self.plan.rearm_reminder(s, incident, base=now, now=now)
+        elif timer.kind == "release":
+            self._release(s, incident, now, late)
+
+    def _release(self, s: Session, incident: Incident, now: datetime, late: str | None) -> None:
+        """The maintenance that held the incident is over: page it now unless someone
+        acknowledged it meanwhile; its escalations count from now."""
+        self.plan.on_released(s, incident, now)
+        if incident.acknowledged_at is None:
+            text = (
+                f"🔧 Maintenance is over and #{incident.number} is still open and "
+                "unacknowledged: paging the on-call now."
+            )
+        else:
+            text = (
+                f"🔧 Maintenance is over; #{incident.number} was acknowledged: nobody is "
+                "paged, its escalations count from now."
+            )
+        self.poster.post(
+            s,
+            incident.id,
+            Destination.incident(incident.number),
+            "text",
+            {"text": text},
+            f"inc{incident.number}:released",
+            fresh=True,
+        )
+        self._timeline(s, incident, now, "released", "maintenance over: pages released", late)
 
     @staticmethod
     def _timeline(

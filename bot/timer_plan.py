@@ -6,12 +6,17 @@ resolution. Fired by :class:`bot.timers.Timers`.
 
 A severity counted in business time (``business_time``, P3's "next business day"):
 its reminder, overdue call-out and ack chain fall due at the next opening of the
-business calendar when they would fall outside working time."""
+business calendar when they would fall outside working time.
+
+An incident declared from alerts during maintenance is *held* (``details["held"]``,
+bot/maintenance.py): no ack chain, no escalations, a ``release`` timer at the
+window's end instead; released, both are planned from that moment
+(``details["paging_from"]``)."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -21,7 +26,19 @@ from bot.domain.business import BusinessCalendar
 from bot.settings import Config
 from bot.store.models import Incident, Timer
 
-INCIDENT_KINDS = ("page", "escalate", "reminder", "overdue")
+INCIDENT_KINDS = ("page", "escalate", "reminder", "overdue", "release")
+
+
+def held(incident: Incident) -> bool:
+    """Whether maintenance holds the incident's pages and escalations."""
+    return bool((incident.details or {}).get("held"))
+
+
+def paging_from(incident: Incident) -> datetime:
+    """Where the ack chain and the escalations count from: the detection, or the end
+    of the maintenance that held the incident."""
+    released = (incident.details or {}).get("paging_from")
+    return datetime.fromisoformat(released) if released else incident.detected_at
 
 
 class TimerPlan:
@@ -40,6 +57,17 @@ class TimerPlan:
     def on_declared(self, s: Session, incident: Incident, now: datetime) -> None:
         # A new incident has no timers yet: plan without looking any up (no query, no
         # autoflush), so a batch of declarations costs inserts only.
+        if held(incident):
+            until = datetime.fromisoformat(incident.details["held"]["until"])
+            s.add(
+                Timer(
+                    key=f"inc{incident.id}:release",
+                    incident_id=incident.id,
+                    kind="release",
+                    step=0,
+                    due_at=until,
+                )
+            )
         self._plan_chain(s, incident, fresh=True)
         self._plan_escalations(s, incident, fresh=True)
         self.rearm_reminder(s, incident, base=incident.last_update_at, now=now, fresh=True)
@@ -58,17 +86,28 @@ class TimerPlan:
     def on_resolved(self, s: Session, incident: Incident, now: datetime) -> None:
         self._cancel(s, incident, INCIDENT_KINDS, now)
 
+    def on_released(self, s: Session, incident: Incident, now: datetime) -> None:
+        """The maintenance that held the incident is over: its chain (unless someone
+        acknowledged meanwhile) and escalations count from ``now``."""
+        details = {k: v for k, v in (incident.details or {}).items() if k != "held"}
+        details["paging_from"] = now.isoformat()
+        incident.details = details  # a new dict: JSON columns do not track mutation
+        self._plan_chain(s, incident)
+        self._plan_escalations(s, incident)
+
     def _plan_chain(self, s: Session, incident: Incident, fresh: bool = False) -> None:
         """The ack chain, planned whole from the declaration: step k is paged unless
         someone acknowledged before its time. Steps already paged stay paged."""
-        if incident.acknowledged_at is not None:
+        if incident.acknowledged_at is not None or held(incident):
             return
         policy = self.config.policy(incident.severity)
         if policy.page_after is None:
             if not fresh:
                 self._cancel(s, incident, ("page",), self.clock.now())
             return
-        due = incident.detected_at + policy.page_after
+        # "page_at_once": PIRA's own alarm (monitoring is blind) pages without waiting.
+        at_once = (incident.details or {}).get("page_at_once")
+        due = paging_from(incident) + (timedelta(0) if at_once else policy.page_after)
         for step, link in enumerate(self.config.oncall.chain):
             due = self.due(incident.severity, due)
             self._upsert(
@@ -84,12 +123,15 @@ class TimerPlan:
             due += link.respond_within.get(incident.severity, policy.respond_within)  # type: ignore[call-overload]
 
     def _plan_escalations(self, s: Session, incident: Incident, fresh: bool = False) -> None:
+        if held(incident):
+            return
         policy = self.config.policy(incident.severity)
+        base = paging_from(incident)
         wanted: dict[str, tuple[datetime, str, int]] = {}
         for step, trigger in enumerate(policy.escalate):
             wanted.setdefault(
                 f"inc{incident.id}:escalate:{trigger.to}",
-                (incident.detected_at + trigger.after, trigger.to, step),
+                (base + trigger.after, trigger.to, step),
             )
         for row in [] if fresh else self._pending(s, incident, ("escalate",)):
             if row.key not in wanted:

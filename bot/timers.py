@@ -135,8 +135,9 @@ class Timers:
         aftermath: dict[str, Aftermath] | None = None,
     ) -> None:
         self.store = store
-        # Timers of an incident's aftermath (an action item's due date, the review's
-        # reminder), by kind: they fire whatever the incident's state.
+        # Timers that fire whatever the incident's state (an action item's due date, the
+        # review's reminder, an auto-resolution) or that have none (the Watchdog's), by
+        # kind: each decides what is left to do.
         self.aftermath = dict(aftermath or {})
         # The lease the firing runs under: a timer is marked fired only while this
         # replica still holds the lease it started with (bot/leader.py).
@@ -283,10 +284,10 @@ class Timers:
         lateness = now - timer.due_at
         late = late_text(lateness) if lateness > LATE_AFTER else None
         timer.fired_at = now
-        if timer.incident_id is None:
-            self.calendar.fire(s, timer, now, late)
-        elif timer.kind in self.aftermath:  # after the incident: fires once resolved too
+        if timer.kind in self.aftermath:  # fires whatever the incident's state, if any
             self.aftermath[timer.kind](s, timer, now, late)
+        elif timer.incident_id is None:
+            self.calendar.fire(s, timer, now, late)
         else:
             incident = s.get(Incident, timer.incident_id)
             if incident is None or not incident.is_open:

@@ -9,13 +9,24 @@ from bot.router import Command
 
 def all_commands() -> list[Command[Any]]:
     """Every command the router serves (and the Slack manifest and Telegram menu list)."""
-    from handlers import actions, aftermath, diagnose, incident, meta, oncall, pir, report
+    from handlers import (
+        actions,
+        aftermath,
+        alerting,
+        diagnose,
+        incident,
+        meta,
+        oncall,
+        pir,
+        report,
+    )
 
     return [
         *incident.commands.items,
         *oncall.commands.items,
         *diagnose.commands.items,
         *actions.commands.items,
+        *alerting.commands.items,
         *aftermath.commands.items,
         *pir.commands.items,
         *report.commands.items,

@@ -8,6 +8,7 @@ incidents are those of the same category (never ``other``) within 30 days.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from bot.domain.incident import InvalidInput
 
@@ -70,6 +71,20 @@ def categorize_seen(title: str, alertname: str | None) -> str:
         if found != "other":
             return found
     return categorize(title)
+
+
+def resolved_category(root_cause: str, title: str, details: dict[str, Any]) -> str:
+    """An incident's category at resolution: from its root cause; when that names none,
+    what ``/health`` matched in its room, then its alerts' runbook ``pattern`` label,
+    their alertname, its title."""
+    found = categorize(root_cause)
+    if found != "other":
+        return found
+    labels = details.get("labels") or {}
+    pattern = categorize(str(labels.get("pattern") or ""))
+    if pattern != "other":
+        return details.get("seen_category") or pattern
+    return details.get("seen_category") or categorize_seen(title, labels.get("alertname"))
 
 
 def parse_category(text: str) -> str:

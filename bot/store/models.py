@@ -269,3 +269,19 @@ class Lease(Base):
     # The fencing token: +1 each time the lease changes hands. Work started under one
     # generation commits only while the lease is still at it.
     generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class Maintenance(Base):
+    """A maintenance window declared from chat (``/maintenance 2h reason``); planned
+    windows come from the configuration. While one lasts, alert-declared incidents
+    are announced but their pages and escalations wait for its end."""
+
+    __tablename__ = "maintenance"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    reason: Mapped[str] = mapped_column(String(200))
+    created_by: Mapped[str] = mapped_column(String(100))
+    # Set by ``/maintenance end`` (ends_at is then moved to that moment).
+    ended_by: Mapped[str | None] = mapped_column(String(100))

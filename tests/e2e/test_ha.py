@@ -38,7 +38,7 @@ from tests.e2e.test_exactly_once import (
 from tests.fakes.payloads import tg_command_update, tg_supergroup_chat, tg_user
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.telegram_api import FakeTelegram
-from tests.integration.test_alertmanager_webhook import alert, group
+from tests.support.alert_bot import alert, group
 from tests.support.replicas import Replicas
 
 pytestmark = pytest.mark.slow

@@ -18,6 +18,7 @@ from bot.integrations.kube import Cluster
 from bot.settings import Config
 from tests.fakes.kube_api import FakeKubeApi, seed_spark_platform
 from tests.fakes.slack_api import FakeSlack
+from tests.support.alert_bot import start_bot as _start_bot
 from tests.support.cluster_app import Chat, build_app, cluster_config
 
 
@@ -76,3 +77,6 @@ async def slack() -> AsyncIterator[FakeSlack]:
     """The fake Slack Web API on a loopback port (tests/fakes/slack_api.py)."""
     async with FakeSlack() as fake:
         yield fake
+
+
+start_bot = pytest.fixture(_start_bot, name="start_bot")
