@@ -7,7 +7,7 @@ VENV   ?= .venv
 PYTEST_WORKERS ?= auto
 BIN     = $(VENV)/bin
 
-.PHONY: run test lint install
+.PHONY: run test lint install bench
 
 $(BIN)/pira: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,8 @@ lint: $(BIN)/pira
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint deploy/Dockerfile
+
+# Issue 13's benchmarks, by hand, never in CI (about 10 minutes; see benchmarks/README.md):
+# make bench BENCH_ARGS="--quick --only B1,B9 --db postgresql+psycopg://…/bench"
+bench: $(BIN)/pira
+	PYTHONPATH=. $(BIN)/python benchmarks/run.py $(BENCH_ARGS)
