@@ -3,8 +3,11 @@
 ``promtool check rules``, ``promtool test rules`` (rules_test.yaml),
 ``amtool check-config``; the PrometheusRule's groups must equal rules.yaml's;
 and the conventions PIRA relies on: every alert has ``severity: p0..p3``,
-a summary and a description, the runbook patterns are covered, and the
-Alertmanager route sends everything to PIRA's webhook with a bearer token.
+a summary and a description, every runbook pattern has an alert with its
+``pattern`` label, and the Alertmanager route sends everything to PIRA's
+webhook with a bearer token. The one exception is the dead-man's switch:
+``Watchdog`` always fires (``severity: none``) and its route, first, repeats it
+to PIRA every minute (tests/e2e/test_watchdog_stack.py proves the pace).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from bot.patterns import PATTERNS
 from tests.support.promstack import require_binaries
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +34,7 @@ SELF_RULES = PROM_DIR / "pira-rules.yaml"
 SELF_CR = PROM_DIR / "pira-prometheusrule.yaml"
 SELF_TEST = PROM_DIR / "pira-rules_test.yaml"
 TOOL_TIMEOUT = 120
+WATCHDOG = "Watchdog"
 
 
 def run(argv: list[str], cwd: Path) -> str:
@@ -144,12 +149,14 @@ def test_prometheusrule_groups_equal_rules_yaml() -> None:
 
 def test_every_alert_has_severity_summary_description() -> None:
     found = alerts()
-    assert len(found) >= 9
+    assert len(found) >= 14
     for rule in found:
         name = rule["alert"]
-        assert rule["labels"]["severity"] in {"p0", "p1", "p2", "p3"}, name
         assert rule["annotations"]["summary"].strip(), name
         assert rule["annotations"]["description"].strip(), name
+        if name == WATCHDOG:
+            continue  # the one exception, checked below
+        assert rule["labels"]["severity"] in {"p0", "p1", "p2", "p3"}, name
         # Deploy files keep real durations: no zero "for" (tests shorten copies).
         assert rule.get("for"), f"{name} has no for:"
         assert not re.fullmatch(r"0+[smhdwy]?", str(rule["for"])), name
@@ -163,19 +170,80 @@ def test_runbook_scenarios_and_patterns_are_covered() -> None:
     assert severities["SparkJobFailureRateHigh"] == "p1"
     assert severities["SparkJobsSeverelySlow"] == "p1"
     assert severities["SparkJobsSlow"] == "p2"
+    # Every row of the runbook's "Common Incident Patterns" (bot/patterns.py holds the
+    # table; tests/unit/test_patterns.py checks it against the runbook) has an alert
+    # with its name as the pattern label, and no label names another row.
     patterns = {rule["labels"].get("pattern") for rule in by_name.values()} - {None}
-    # The runbook's "Common Incident Patterns" rows that metrics can detect.
-    assert patterns == {"Driver OOM", "Executor Loss", "High Load"}
+    assert patterns == {p.name for p in PATTERNS}
+    labelled = {name: rule["labels"].get("pattern") for name, rule in by_name.items()}
+    assert labelled == {
+        "SparkAllJobsFailing": None,
+        "SparkClusterUnavailable": None,
+        "SparkJobFailureRateHigh": None,
+        "SparkPartialClusterFailure": None,
+        "SparkJobsSeverelySlow": None,
+        "SparkJobsSlow": None,
+        "SparkDriverOOMKilled": "Driver OOM",
+        "SparkExecutorLoss": "Executor Loss",
+        "SparkHighLoad": "High Load",
+        "SparkNetworkTimeout": "Network Timeout",
+        "SparkConnectDown": "Network Timeout",
+        "SparkPVCNotBound": "Storage Issue",
+        "SparkVolumeAlmostFull": "Storage Issue",
+        WATCHDOG: None,
+    }
+    # Spark Connect down is P1 as in PIRA's own suggestion (bot/patterns.py: "Spark
+    # Connect unavailable"); the other pattern alerts are P2.
+    assert severities["SparkConnectDown"] == "p1"
+    for name in ("SparkNetworkTimeout", "SparkPVCNotBound", "SparkVolumeAlmostFull"):
+        assert severities[name] == "p2", name
+
+
+def test_the_watchdog_is_the_one_alert_that_always_fires_and_opens_no_incident() -> None:
+    exceptions = [
+        rule for rule in alerts() if rule["labels"].get("severity") not in {"p0", "p1", "p2", "p3"}
+    ]
+    assert [rule["alert"] for rule in exceptions] == [WATCHDOG]
+    (watchdog,) = exceptions
+    assert watchdog["expr"] == "vector(1)"
+    assert watchdog["labels"] == {"severity": "none"}
+    assert "for" not in watchdog  # fires from the first evaluation
+    assert "dead-man's switch" in watchdog["annotations"]["description"]
+    assert "Monitoring is blind" in watchdog["annotations"]["description"]
 
 
 def test_rules_test_covers_every_alert() -> None:
-    tested = {
-        case["alertname"]
-        for test in load(RULES_TEST)["tests"]
-        for case in test.get("alert_rule_test", [])
-        if case.get("exp_alerts")
-    }
-    assert tested == {rule["alert"] for rule in alerts()}
+    cases = [c for t in load(RULES_TEST)["tests"] for c in t.get("alert_rule_test", [])]
+    names = {rule["alert"] for rule in alerts()}
+    # Each alert fires in a case, and each but the Watchdog stays quiet in another.
+    assert {c["alertname"] for c in cases if c.get("exp_alerts")} == names
+    assert {c["alertname"] for c in cases if not c.get("exp_alerts")} == names - {WATCHDOG}
+    # The Watchdog fires with no data at all, from the first evaluation.
+    (no_data,) = [t for t in load(RULES_TEST)["tests"] if not t.get("input_series")]
+    first = [c for c in no_data["alert_rule_test"] if c["alertname"] == WATCHDOG]
+    assert first and first[0]["eval_time"] == "0m" and first[0]["exp_alerts"]
+
+
+PER_CLAIM = "by (namespace, persistentvolumeclaim) ("
+
+
+@pytest.mark.parametrize(
+    ("alert", "before", "after"),
+    [
+        ("SparkNetworkTimeout", '{job="blackbox"} == 0', '{job="blackbox"} < 0'),
+        ("SparkConnectDown", '"spark-connect"}) > 0', '"spark-connect"}) >= 0'),
+        ("SparkPVCNotBound", 'phase=~"Pending|Lost"', 'phase=~"Pending"'),
+        ("SparkVolumeAlmostFull", ") < 0.05", ") < 0.02"),
+        # One volume seen by two kubelets counts once (min), not twice (sum).
+        ("SparkVolumeAlmostFull", f"min {PER_CLAIM}", f"sum {PER_CLAIM}"),
+        (WATCHDOG, "expr: vector(1)", "expr: vector(1) > 1"),
+    ],
+)  # fmt: skip
+def test_promtool_unit_tests_catch_a_broken_pattern_or_watchdog_rule(
+    tmp_path: Path, alert: str, before: str, after: str
+) -> None:
+    failed = unit_tests_of_a_changed_copy(tmp_path, RULES, RULES_TEST, before, after)
+    assert f"alertname: {alert}," in failed
 
 
 def test_alertmanager_routes_to_pira_with_bearer_token() -> None:
@@ -184,12 +252,14 @@ def test_alertmanager_routes_to_pira_with_bearer_token() -> None:
     assert route["receiver"] == "pira"
     assert route["group_by"] == ["alertname", "namespace"]
     children = route.get("routes", [])
-    # PIRA's own alerts first, to a receiver that does not go through PIRA.
-    assert children[0]["matchers"] == ['service = "pira"']
-    assert children[0]["receiver"] == "pira-fallback"
+    # The Watchdog first (below); then PIRA's own alerts, to a receiver that does not
+    # go through PIRA.
+    assert children[0]["matchers"] == [f'alertname = "{WATCHDOG}"']
+    assert children[1]["matchers"] == ['service = "pira"']
+    assert children[1]["receiver"] == "pira-fallback"
     (fallback,) = [r for r in config["receivers"] if r["name"] == "pira-fallback"]
     assert "pira:8080" not in yaml.safe_dump(fallback)
-    for child in children[1:]:
+    for child in children[:1] + children[2:]:
         assert child["receiver"] == "pira"
     (receiver,) = [r for r in config["receivers"] if r["name"] == "pira"]
     (hook,) = receiver["webhook_configs"]
@@ -199,6 +269,40 @@ def test_alertmanager_routes_to_pira_with_bearer_token() -> None:
     assert auth["type"] == "Bearer"
     assert auth["credentials_file"].startswith("/")
     assert "credentials" not in auth  # the token never lives in the file
+
+
+def test_the_watchdog_route_comes_first_and_repeats_every_minute() -> None:
+    config = load(AM_CONFIG)
+    first = config["route"]["routes"][0]
+    assert first == {
+        "receiver": "pira",
+        "matchers": [f'alertname = "{WATCHDOG}"'],
+        "group_by": ["alertname"],
+        "group_wait": "0s",
+        "group_interval": "1m",
+        "repeat_interval": "50s",
+    }
+    # Nothing inhibits it: every inhibit rule targets named alerts, none the Watchdog.
+    for rule in config.get("inhibit_rules", []):
+        targets = [m for m in rule["target_matchers"] if m.startswith("alertname =")]
+        assert targets and all(WATCHDOG not in m for m in targets), rule
+    # And Alertmanager itself resolves the Watchdog's labels to that route.
+    amtool = require_binaries("amtool")["amtool"]
+    output = run(
+        [
+            amtool,
+            "config",
+            "routes",
+            "test",
+            f"--config.file={AM_CONFIG}",
+            "--tree",
+            f"alertname={WATCHDOG}",
+            "severity=none",
+        ],
+        AM_CONFIG.parent,
+    )
+    assert f'{{alertname="{WATCHDOG}"}}  receiver: pira' in output
+    assert 'service="pira"' not in output
 
 
 @pytest.mark.parametrize(

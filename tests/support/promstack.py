@@ -474,8 +474,12 @@ def rules_for_test(dest: Path, alert: str, *, window: str | None = None) -> Path
     return dest
 
 
-def alertmanager_config_for_test(receiver_url: str, token_file: Path) -> str:
-    """deploy/alertmanager/alertmanager.yaml with the webhook on loopback and short waits."""
+def alertmanager_config_for_test(
+    receiver_url: str, token_file: Path, *, shorten_waits: bool = True
+) -> str:
+    """deploy/alertmanager/alertmanager.yaml with the webhook on loopback and short waits;
+    with ``shorten_waits=False`` every route keeps its shipped timings (only the webhook's
+    URL and credentials file change)."""
     config = yaml.safe_load(DEPLOY_ALERTMANAGER.read_text())
     for receiver in config["receivers"]:
         for hook in receiver.get("webhook_configs", []):
@@ -490,5 +494,6 @@ def alertmanager_config_for_test(receiver_url: str, token_file: Path) -> str:
         for child in route.get("routes", []):
             shorten(child)
 
-    shorten(config["route"])
+    if shorten_waits:
+        shorten(config["route"])
     return yaml.safe_dump(config, sort_keys=False)
