@@ -51,10 +51,20 @@ class Batch:
 
 
 class AlertBatches:
-    def __init__(self, *, store: Store, mapping: AlertMapping, notify: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        mapping: AlertMapping,
+        notify: Callable[[], None],
+        declared: Callable[[list[int]], None] = lambda _numbers: None,
+    ) -> None:
+        """``declared``: told, on the loop after the commit, the incidents the batch
+        declared (bot/arrival.py diagnoses them in the background); must not block."""
         self.store = store
         self.mapping = mapping
         self.notify = notify
+        self.declared = declared
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
 
@@ -99,6 +109,12 @@ class AlertBatches:
             for job, result in zip(jobs, batch.results, strict=True):
                 if not job.future.done():
                     job.future.set_result(result)
+            numbers = [r["incident"] for r in batch.results if r.get("status") == "declared"]
+            if numbers:
+                try:
+                    self.declared(numbers)
+                except Exception:  # the worker goes on whatever a listener does
+                    log.exception("declared-incident listener failed")
 
     def _apply_and_follow_up(self, payloads: list[AlertmanagerPayload]) -> Batch:
         batch = self.apply(payloads)

@@ -52,9 +52,11 @@ class AlertIngest:
         maintenance: MaintenanceWindows,
         watchdog: WatchdogTimer,
         notify: Callable[[], None],
+        declared: Callable[[list[int]], None] = lambda _numbers: None,
     ) -> None:
         """``token``: the bearer token Alertmanager must send (None: see
-        ``settings.allow_unauthenticated``); ``notify`` wakes the outbox."""
+        ``settings.allow_unauthenticated``); ``notify`` wakes the outbox; ``declared`` is
+        told the incidents declared, after their commit (bot/arrival.py)."""
         settings = config.alertmanager
         self.settings = settings
         self.token = token
@@ -69,7 +71,9 @@ class AlertIngest:
             tz=config.tz,
             rules_file=Path(settings.rules_file) if settings.rules_file else RULES_FILE,
         )
-        self.batches = AlertBatches(store=store, mapping=self.mapping, notify=notify)
+        self.batches = AlertBatches(
+            store=store, mapping=self.mapping, notify=notify, declared=declared
+        )
         # Our own registry; register() adds it to the web server's, so /metrics shows it.
         self.registry = CollectorRegistry()
         self.requests = Counter(

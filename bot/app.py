@@ -12,18 +12,20 @@ from bot.action_watch import OutcomeWatch
 from bot.adapters.deps import ChatDeps
 from bot.alert_mapping import AUTO_RESOLVE
 from bot.alerts import AlertIngest
+from bot.arrival import Arrival
 from bot.clock import Clock, SystemClock
 from bot.cluster_actions import ClusterActions
 from bot.cluster_reads import ClusterReads
 from bot.delivery import OutboxWorker
 from bot.diagnostics import Diagnostics
+from bot.handoff_test import KIND as HANDOFF_TEST
 from bot.incidents import Incidents
 from bot.leader import Fence, Leadership
 from bot.logs import Secrets
 from bot.maintenance import MaintenanceWindows
 from bot.metrics import BotMetrics
 from bot.oncall import OnCall
-from bot.outbox import Adapter, ChatAdapter, Poster
+from bot.outbox import Adapter, ChatAdapter, Contacts, Poster
 from bot.people import Directory
 from bot.postmortems import Postmortems
 from bot.render import Renderer
@@ -79,6 +81,7 @@ class App:
             clock=self.clock,
             poster=self.poster,
             views=self.views,
+            contacts=lambda: [a for a in self.adapters.values() if isinstance(a, Contacts)],
         )
         self.action_items = ActionItems(
             store=self.store, clock=self.clock, config=config, poster=self.poster
@@ -141,6 +144,15 @@ class App:
             poster=self.poster,
             maintenance=self.maintenance,
         )
+        # Incidents declared from alerts get /health for the alert's labels (bot/arrival.py).
+        self.arrival = Arrival(
+            store=self.store,
+            diagnostics=self.diagnostics,
+            incidents=self.incidents,
+            poster=self.poster,
+            clock=self.clock,
+            notify=self.outbox.notify,
+        )
         self.alerts = AlertIngest(
             store=self.store,
             config=config,
@@ -151,9 +163,11 @@ class App:
             maintenance=self.maintenance,
             watchdog=watchdog,
             notify=self.outbox.notify,
+            declared=self.arrival.declared,
         )
         self.timers.aftermath[WATCHDOG_KIND] = watchdog.fire
         self.timers.aftermath[AUTO_RESOLVE] = self.alerts.mapping.fire_auto_resolve
+        self.timers.aftermath[HANDOFF_TEST] = self.timers.calendar.handoff_test.expire
         self.silences = Silences(
             url=env.alertmanager_url,
             clock=self.clock,
@@ -301,6 +315,7 @@ class App:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         await self.actions.watch.stop()
+        await self.arrival.stop()
         self.diagnostics.close()
         if self.leadership is not None:
             await self.leadership.stop()

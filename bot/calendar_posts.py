@@ -2,7 +2,8 @@
 report (bot/report.py: the runbook's metrics and their chart, for the month just
 ended), the monthly runbook review reminder and the quarterly major-incident
 retrospective reminder. Timers without an incident; each firing plans the next
-occurrence in the same transaction."""
+occurrence in the same transaction. The handoff also sends the incoming primary a test
+page (bot/handoff_test.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.handoff_test import HandoffTest
 from bot.messages import Destination
 from bot.oncall import OnCall
 from bot.report import collect, post_report, previous_month
@@ -31,6 +33,8 @@ class CalendarPosts:
         self.config = config
         self.oncall = oncall
         self.poster = poster
+        # The incoming primary's test page at each handoff (its deadline: bot/app.py).
+        self.handoff_test = HandoffTest(config=config, oncall=oncall, poster=poster)
 
     def ensure(self, s: Session, now: datetime) -> None:
         """Make sure the next occurrence of each calendar post is planned."""
@@ -73,6 +77,7 @@ class CalendarPosts:
             data = self.oncall.handoff_data(now, boundary=timer.due_at)
             data["late"] = late
             self.poster.post(s, None, incidents, "handoff", data, key)
+            self.handoff_test.page(s, timer.due_at, now, late)
         elif timer.kind == "monthly-summary":
             # The month just ended: its report, with the chart as the post's file.
             report = collect(s, previous_month(timer.due_at, self.config.tz))

@@ -10,9 +10,10 @@ answer in time is shown as unknown, with the reason, never dropped.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bot.clock import Clock
@@ -59,6 +60,19 @@ class HealthReport:
 
     data: dict[str, Any]
     buttons: tuple[Button, ...]
+    facts: Facts = field(default_factory=Facts)  # what the report was made of
+
+
+@dataclass(frozen=True)
+class Scope:
+    """/health narrowed to what an alert names (bot/arrival.py): the pods, their logs, events,
+    claims and changes are read in ``namespace`` (None: the configured one) with ``selector``
+    (None: the configured one; "": every pod of the namespace), only the pods named ``pods``
+    when given; nodes, Spark Connect, the executors and Prometheus stay the platform's."""
+
+    namespace: str | None = None
+    selector: str | None = None
+    pods: tuple[str, ...] = ()
 
 
 class Diagnostics:
@@ -161,10 +175,23 @@ class Diagnostics:
                 parts[name] = Part(False, why=f"internal error ({type(exc).__name__})")
         return parts
 
-    def _jobs(self) -> dict[str, Callable[[], Awaitable[Any]]]:
+    async def _scoped(self, scope: Scope | None) -> Cluster:
+        """The Cluster, or a view of it in the scope's namespace and selector (same client)."""
+        cluster = await self.cluster()
+        if scope is None or (scope.namespace is None and scope.selector is None):
+            return cluster
+        view = copy.copy(cluster)  # shares the client and its threads; never closed itself
+        view.namespace = scope.namespace or cluster.namespace
+        view.selector = cluster.selector if scope.selector is None else scope.selector
+        return view
+
+    def _jobs(self, scope: Scope | None = None) -> dict[str, Callable[[], Awaitable[Any]]]:
         async def kube(method: str) -> Any:
             cluster = await self.cluster()
             return await getattr(cluster, method)()
+
+        async def scoped(method: str, *args: Any) -> Any:
+            return await getattr(await self._scoped(scope), method)(*args)
 
         async def prom(check: str) -> Any:
             client = self.prometheus()
@@ -183,11 +210,14 @@ class Diagnostics:
         async def pods() -> Any:
             nonlocal listing
             if listing is None:
-                listing = asyncio.ensure_future(kube("pods"))
-            return await asyncio.shield(listing)
+                listing = asyncio.ensure_future(scoped("pods"))
+            found = await asyncio.shield(listing)
+            if scope is not None and scope.pods:
+                found = [p for p in found if p.name in scope.pods]
+            return found
 
         async def error_lines() -> Any:
-            cluster = await self.cluster()
+            cluster = await self._scoped(scope)
             return await cluster.error_lines(pods=await pods())
 
         jobs: dict[str, Callable[[], Awaitable[Any]]] = {"pods": pods}
@@ -197,23 +227,32 @@ class Diagnostics:
         now = self.clock.now()
 
         async def events() -> Any:
-            return await (await self.cluster()).warning_events(now - EVENTS_WINDOW)
+            found = await scoped("warning_events", now - EVENTS_WINDOW)
+            if scope is None or (scope.selector is None and not scope.pods):
+                return found
+            # Scoped to some pods: the other pods' events are another story.
+            try:
+                names = {p.name for p in await pods()}
+            except Exception:  # the pods part says why; the events are shown unfiltered
+                return found
+            return [e for e in found if e.kind != "Pod" or e.name in names]
 
         async def claims() -> Any:
-            return await (await self.cluster()).claims()
+            return await scoped("claims")
 
         async def changes() -> Any:
-            return await (await self.cluster()).recent_changes(now - CHANGES_WINDOW)
+            return await scoped("recent_changes", now - CHANGES_WINDOW)
 
         jobs.update(events=events, claims=claims, changes=changes)
         for check in (*PROM_CHECKS, "slowdown"):
             jobs[f"prom:{check}"] = bind(prom, check)
         return jobs
 
-    async def health(self) -> HealthReport:
+    async def health(self, scope: Scope | None = None) -> HealthReport:
         """The /health report: cluster state, the runbook's metrics, the matching patterns,
-        a severity suggestion with its evidence, and buttons for the actions PIRA can run."""
-        parts = await self._parts(self._jobs())
+        a severity suggestion with its evidence, and buttons for the actions PIRA can run
+        (``scope``: narrowed to what an alert names)."""
+        parts = await self._parts(self._jobs(scope))
         facts = Facts(
             pods=parts["pods"].value,
             nodes=parts["nodes"].value,
@@ -265,7 +304,7 @@ class Diagnostics:
             }
         buttons = self._buttons(facts, {m.pattern.action for m in matches})
         data["actions"] = [b.command for b in buttons]
-        return HealthReport(data=data, buttons=tuple(buttons))
+        return HealthReport(data=data, buttons=tuple(buttons), facts=facts)
 
     def _buttons(self, facts: Facts, actions: set[str | None]) -> list[Button]:
         buttons = []
@@ -297,4 +336,12 @@ class Diagnostics:
             )
 
 
-__all__ = ["HEALTH_BUDGET", "ClusterUnavailable", "Diagnostics", "NotConfigured", "Part"]
+__all__ = [
+    "HEALTH_BUDGET",
+    "ClusterUnavailable",
+    "Diagnostics",
+    "HealthReport",
+    "NotConfigured",
+    "Part",
+    "Scope",
+]

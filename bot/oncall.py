@@ -11,6 +11,7 @@ above it (it posts through the outbox's poster, in the caller's transaction).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -20,9 +21,11 @@ from sqlalchemy.orm import Session
 
 from bot.action_items import listed
 from bot.clock import Clock
+from bot.contacts import Verification, confirm
 from bot.domain.durations import humanize
 from bot.domain.incident import STATUS_LABELS, InvalidInput
 from bot.domain.rotation import RotationPlan
+from bot.handoff_test import TestAck, acknowledge
 from bot.messages import Button, Destination
 from bot.people import Actor, Directory
 from bot.settings import Config
@@ -31,7 +34,7 @@ from bot.store.models import Incident, Override
 from bot.views import IncidentViews
 
 if TYPE_CHECKING:
-    from bot.outbox import Poster
+    from bot.outbox import Contacts, Poster
 
 MAX_OVERRIDE = timedelta(days=31)
 
@@ -44,15 +47,6 @@ class OnCallNow:
     override_until: datetime | None
 
 
-@dataclass(frozen=True)
-class Verification:
-    """What ``/escalation verify`` found: targets that cannot be reached, and those
-    that can (each ``"@who (where): how"``)."""
-
-    gaps: list[str]
-    reachable: list[str]
-
-
 class OnCall:
     def __init__(
         self,
@@ -63,8 +57,10 @@ class OnCall:
         clock: Clock,
         poster: Poster,
         views: IncidentViews,
+        contacts: Callable[[], Sequence[Contacts]] = list,
     ) -> None:
         self.store = store
+        self.contacts = contacts  # the running platforms that can check a contact
         self.config = config
         self.directory = directory
         self.clock = clock
@@ -243,6 +239,7 @@ class OnCall:
         gaps: list[str] = []
         checked: list[str] = []
         people: dict[str, str] = {}
+        pageable: dict[str, str] = {}
         for name, where in names.items():
             if name in ("primary", "secondary"):
                 if self.plan is None:
@@ -271,7 +268,17 @@ class OnCall:
                 )
             else:
                 checked.append(f"@{person} ({where}): {', '.join(ids)}")
-        return Verification(gaps=gaps, reachable=checked)
+                pageable[person] = where
+        return Verification(gaps=gaps, reachable=checked, people=pageable)
+
+    async def confirm_contacts(self, found: Verification) -> Verification:
+        """``found`` (:meth:`verify`) checked with the running platforms (bot/contacts.py)."""
+        timeout = self.config.oncall.contact_timeout.total_seconds()
+        return await confirm(found, self.contacts(), timeout=timeout)
+
+    def ack_test_page(self, person: str) -> TestAck:
+        """``/escalation ack``: ``person``'s pending handoff test page, acknowledged."""
+        return acknowledge(self.store, self.poster, person=person, now=self.clock.now())
 
     def handoff_data(self, now: datetime, boundary: datetime | None = None) -> dict[str, Any]:
         """The handoff document: who hands over to whom at ``boundary`` (default: the

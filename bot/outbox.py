@@ -117,6 +117,27 @@ class Adapter(Protocol):
         ...
 
 
+class CheckFailed(Exception):
+    """A platform could not say whether a person is reachable (an error that is not its
+    answer about the person: a missing scope, a 5xx). The message is shown as is."""
+
+
+@runtime_checkable
+class Contacts(Protocol):
+    """A platform that can say whether it could message a person now (``/escalation
+    verify``, bot/contacts.py): Slack asks ``users.info``, Telegram ``getChat``."""
+
+    name: str
+
+    def reaches(self, destination: Destination) -> bool: ...
+
+    async def unreachable(self, person: str) -> str | None:
+        """Why this platform cannot message ``person`` (a configured person key it has
+        an id for), e.g. ``"the account is deactivated"``; None: it can.
+        Raises :class:`CheckFailed` (or any error) when it cannot tell."""
+        ...
+
+
 @runtime_checkable
 class ChatAdapter(Adapter, Protocol):
     """A chat platform: delivers posts and, once started, receives commands (webhook

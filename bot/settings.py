@@ -110,11 +110,29 @@ class Rotation(Strict):
             raise ValueError("write the start as YYYY-MM-DD") from None
 
 
+class HandoffTest(Strict):
+    """At each weekly handoff the incoming primary gets a test page (bot/handoff_test.py);
+    unacknowledged within ``ack_within``, the team lead (else the secondary) is told."""
+
+    enabled: bool = True
+    ack_within: Duration = timedelta(hours=1)
+
+    @field_validator("ack_within")
+    @classmethod
+    def _ack_within(cls, v: timedelta) -> timedelta:
+        if v < timedelta(minutes=1):
+            raise ValueError("at least 1m")
+        return v
+
+
 class OnCall(Strict):
     rotation: Rotation | None = None
     chain: tuple[ChainStep, ...] = DEFAULT_CHAIN
     # Extra time after "Next Update" before #incidents is told an update is overdue.
     overdue_grace: Duration = timedelta(minutes=10)
+    handoff_test: HandoffTest = HandoffTest()
+    # How long /escalation verify waits for a platform's answer about one person.
+    contact_timeout: Duration = timedelta(seconds=5)
 
 
 class Person(Strict):

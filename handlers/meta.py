@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bot.contacts import Verification
 from bot.domain.durations import format_duration
 from bot.domain.incident import InvalidInput
+from bot.handoff_test import TestAck
 from bot.messages import Reply
-from bot.oncall import Verification
 from bot.router import Args, CommandList, Context
 from bot.settings import Config
 
@@ -88,32 +89,58 @@ def tables(config: Config) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class EscalationArgs:
-    verify: bool
+    sub: str | None  # None (the tables), "verify" or "ack"
 
 
 def parse_escalation(a: Args) -> EscalationArgs:
-    verify = a.choice("the sub-command", ("verify",)) == "verify" if a.peek() else False
+    sub = a.choice("the sub-command", ("verify", "ack")) if a.peek() else None
     a.end()
-    return EscalationArgs(verify)
+    return EscalationArgs(sub)
 
 
 @commands.add(
     "escalation",
-    usage="/escalation [verify]",
-    summary="the severity and escalation tables in force; verify their targets",
+    usage="/escalation [verify | ack]",
+    summary="the severity and escalation tables in force; verify their targets; "
+    "ack your handoff test page",
     parse=parse_escalation,
 )
 async def escalation(ctx: Context, args: EscalationArgs) -> Reply:
-    if args.verify:
-        return verification_reply(await ctx.run(ctx.services.oncall.verify))
+    oncall = ctx.services.oncall
+    if args.sub == "verify":
+        found = await ctx.run(oncall.verify)
+        return verification_reply(await oncall.confirm_contacts(found))
+    if args.sub == "ack":
+        if not ctx.actor.known:  # only a configured person is sent a test page
+            return test_ack_reply(TestAck("none"))
+        return test_ack_reply(await ctx.run(oncall.ack_test_page, ctx.actor.key))
     return Reply(template="escalation", data=tables(ctx.services.config))
 
 
+def test_ack_reply(ack: TestAck) -> Reply:
+    if ack.status == "none":
+        return Reply.error("No handoff test page was sent to you.")
+    if ack.status == "late":
+        return Reply.plain(
+            "✅ Acknowledged, after the deadline: the team lead was told already; "
+            "#incidents hears that pages reach you."
+        )
+    return Reply.plain("✅ Test page acknowledged: pages reach you. Have a quiet shift.")
+
+
 def verification_reply(found: Verification) -> Reply:
-    reachable = "\n".join(f"- {c}" for c in found.reachable)
+    def listed(lines: list[str]) -> str:
+        return "\n".join(f"- {line}" for line in lines)
+
+    parts: list[str] = []
     if found.gaps:
-        text = "❌ Escalation targets with gaps:\n" + "\n".join(f"- {g}" for g in found.gaps)
-        if found.reachable:
-            text += "\nReachable:\n" + reachable
-        return Reply.plain(text, ok=False)
-    return Reply.plain("✅ Every escalation target is reachable:\n" + reachable)
+        parts.append("❌ Escalation targets with gaps:\n" + listed(found.gaps))
+    if found.unchecked:
+        parts.append("⚠️ Could not check with the platform:\n" + listed(found.unchecked))
+    if found.reachable:
+        head = "Reachable:" if parts else "✅ Every escalation target is reachable:"
+        parts.append(f"{head}\n{listed(found.reachable)}")
+    elif not parts:
+        parts.append("✅ Every escalation target is reachable.")
+    parts.extend(found.notes)
+    return Reply.plain("\n".join(parts), ok=not found.gaps)

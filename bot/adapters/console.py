@@ -59,6 +59,10 @@ class ConsoleAdapter:
     def reaches(self, destination: Destination) -> bool:
         return self.stakeholders or destination.kind != "stakeholders"
 
+    async def unreachable(self, person: str) -> str | None:
+        """Everyone is reachable here: the console prints every page (bot/outbox.py)."""
+        return None
+
     def write(self, tag: str, text: str) -> None:
         # One write per message, so concurrent posts never interleave mid-message.
         self.screen.write(tag, text, self.out)

@@ -30,6 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.adapters import slack_format as fmt
 from bot.adapters.deps import ChatDeps
 from bot.adapters.slack_answers import SlackAnswers
+from bot.adapters.slack_contacts import SlackContacts
 from bot.adapters.slack_http import fenced_session
 from bot.adapters.slack_send import SlackSender
 from bot.domain.incident import clean
@@ -103,6 +104,7 @@ class SlackAdapter:
         self.client.timeout = timeout  # type: ignore[assignment]  # sub-second in tests
         self.sender = SlackSender(deps, self.client)
         self.answers = SlackAnswers(deps, self.client)
+        self.unreachable = SlackContacts(self.client, deps.directory).unreachable  # Contacts
         self.bot_user_id: str | None = None
         self.bot_id: str | None = None
         self.team_id: str | None = None

@@ -36,6 +36,7 @@ from telegram import (
 from telegram.error import TelegramError
 from telegram.request import HTTPXRequest
 
+from bot.adapters import telegram_contacts
 from bot.adapters.deps import ChatDeps
 from bot.adapters.telegram_answers import Answers
 from bot.adapters.telegram_buttons import Buttons
@@ -346,6 +347,13 @@ class TelegramAdapter:
 
     def reaches(self, destination: Destination) -> bool:
         return self.rooms.reaches(destination)
+
+    async def unreachable(self, person: str) -> str | None:
+        """Why the bot cannot message ``person`` (bot/outbox.py's Contacts): getChat."""
+        user_id = self.directory.platform_id(person, "telegram")
+        if user_id is None:
+            return "no telegram id"
+        return await telegram_contacts.unreachable(self.bot, int(user_id))
 
     async def deliver(self, message: Outbound) -> dict[str, Any] | None:
         markup = await self.buttons.markup(message.buttons)
