@@ -7,9 +7,11 @@ import logging
 
 from prometheus_client import CollectorRegistry
 
+from bot.ack_back import AckBack
 from bot.action_items import REMINDER_KIND, ActionItems
 from bot.action_watch import OutcomeWatch
 from bot.adapters.deps import ChatDeps
+from bot.adapters.notifiers import notifiers
 from bot.alert_mapping import AUTO_RESOLVE
 from bot.alerts import AlertIngest
 from bot.arrival import Arrival
@@ -24,6 +26,7 @@ from bot.leader import Fence, Leadership
 from bot.logs import Secrets
 from bot.maintenance import MaintenanceWindows
 from bot.metrics import BotMetrics
+from bot.notify import Notify, PlanAndNotify
 from bot.oncall import OnCall
 from bot.outbox import Adapter, ChatAdapter, Contacts, Poster
 from bot.people import Directory
@@ -83,6 +86,12 @@ class App:
             views=self.views,
             contacts=lambda: [a for a in self.adapters.values() if isinstance(a, Contacts)],
         )
+        # Pages beyond chat (bot/notify.py): each notifier set in the environment is an
+        # outbox adapter; acknowledgements come back over HTTP (bot/ack_back.py).
+        self.notify = Notify(config=config, clock=self.clock, poster=self.poster)
+        self.oncall.notify = self.notify
+        for notifier in notifiers(config, env):
+            self.add_adapter(notifier)
         self.action_items = ActionItems(
             store=self.store, clock=self.clock, config=config, poster=self.poster
         )
@@ -114,7 +123,7 @@ class App:
             clock=self.clock,
             poster=self.poster,
             views=self.views,
-            timers=self.timers.plan,
+            timers=PlanAndNotify(self.timers.plan, self.notify),
             pager=self.oncall,
             notify=self.outbox.notify,
         )
@@ -298,6 +307,14 @@ class App:
             leading=lambda: self.leading,
         )
         self.alerts.register(server)
+        AckBack(
+            store=self.store,
+            config=self.config,
+            env=self.env,
+            clock=self.clock,
+            incidents=self.incidents,
+            directory=self.directory,
+        ).register(server)
         chats = [a for a in self.adapters.values() if isinstance(a, ChatAdapter)]
         for chat in chats:
             await chat.start(server)

@@ -70,7 +70,13 @@ def _load(args: argparse.Namespace, warnings: list[str]) -> tuple[Config, Env, s
     env = Env.from_environ()
     path = args.config or env.config_path
     strict = bool(getattr(args, "strict", False))
-    return load_config(path, warnings=warnings, strict=strict), env, path
+    config = load_config(path, warnings=warnings, strict=strict)
+    from bot.notify import missing_environment
+
+    missing = missing_environment(config, env)  # a notifier named without its variables
+    if missing:
+        raise ConfigError(path or "the runbook's defaults", missing)
+    return config, env, path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +122,10 @@ def _main(argv: list[str] | None) -> int:
         env.telegram_token,
         env.telegram_webhook_secret,
         env.alertmanager_token,
+        env.ntfy_token,
+        env.pagerduty_routing_key,
+        env.pagerduty_webhook_secret,
+        env.webhook_secret,
     ):
         secrets.add(secret)
     if args.command == "config":

@@ -27,6 +27,7 @@ from bot.domain.incident import STATUS_LABELS, InvalidInput
 from bot.domain.rotation import RotationPlan
 from bot.handoff_test import TestAck, acknowledge
 from bot.messages import Button, Destination
+from bot.notify import Notify
 from bot.people import Actor, Directory
 from bot.settings import Config
 from bot.store import Store
@@ -66,6 +67,8 @@ class OnCall:
         self.clock = clock
         self.poster = poster
         self.views = views
+        # Where a page goes besides chat (bot/notify.py); the App sets the real one.
+        self.notify: Notify = Notify(config=config, clock=clock, poster=poster)
         rotation = config.oncall.rotation
         self.plan = (
             RotationPlan(
@@ -196,9 +199,13 @@ class OnCall:
         data = self.views.post_data(incident, self.clock.now())
         data.update(reason=reason, late=late, person=person)
         ack = (Button("Acknowledge", f"/ack #{incident.number}", "primary"),)
-        platforms = self.poster.post(
-            s, incident.id, Destination.dm(person), "page", data, f"{key}:dm", ack
-        )
+        # A chat DM unless their ``notify`` leaves chat out; phones too (bot/notify.py).
+        phones = self.notify.page(s, incident=incident, person=person, data=data, key=key)
+        platforms = phones
+        if self.notify.wants_chat(person, incident.severity) or not phones:
+            platforms = platforms + self.poster.post(
+                s, incident.id, Destination.dm(person), "page", data, f"{key}:dm", ack
+            )
         if not platforms:
             self.poster.post(
                 s,

@@ -117,6 +117,7 @@ class Renderer:
         return time_text(when, self.tz)
 
     def render(self, platform: str, template: str, data: dict[str, Any]) -> str:
-        env = self._envs[platform]
+        # A notifier (ntfy, PagerDuty, a webhook) gets the plain text the console prints.
+        env = self._envs.get(platform) or self._envs["console"]
         text = env.get_template(f"{template}.md.j2").render(**data)
         return re.sub(r"\n{3,}", "\n\n", text).strip()

@@ -30,6 +30,7 @@ from bot.settings_defaults import (
     DEFAULT_SEVERITIES,
     ChainStep,
     EscalationTrigger,
+    Notifier,
     SeverityPolicy,
 )
 from bot.settings_env import Env
@@ -142,6 +143,12 @@ class Person(Strict):
     # Where the post-incident review's calendar invite (.ics) names them as attendee.
     email: str | None = None
     roles: tuple[str, ...] = ()
+    # How a page reaches them (bot/notify.py): chat (a DM), ntfy (their topic),
+    # pagerduty (the service's routing key), webhook (the signed JSON POST).
+    notify: tuple[Notifier, ...] = ("chat",)
+    ntfy_topic: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # Their PagerDuty user id: an acknowledgement from PagerDuty counts as theirs.
+    pagerduty_user: str | None = None
 
     @field_validator("email")
     @classmethod
@@ -157,6 +164,13 @@ class Person(Strict):
         if bad:
             raise ValueError(f"unknown role(s) {bad} (use {', '.join(PERMISSIONS)})")
         return v
+
+    @field_validator("notify")
+    @classmethod
+    def _notify(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("name at least one way to page them (e.g. [chat])")
+        return tuple(dict.fromkeys(v))
 
 
 class Channel(Strict):

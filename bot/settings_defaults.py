@@ -6,12 +6,16 @@ written in. A configuration file overrides them key by key (see :mod:`bot.settin
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from bot.domain.severity import Severity
 from bot.settings_fields import Duration, Strict, severity_key
+
+# Where a page can go (bot/notify.py): a chat DM, or a phone through a notifier.
+Notifier = Literal["chat", "ntfy", "pagerduty", "webhook"]
+NOTIFIERS: tuple[str, ...] = ("chat", "ntfy", "pagerduty", "webhook")
 
 
 class EscalationTrigger(Strict):
@@ -37,6 +41,9 @@ class SeverityPolicy(Strict):
     # Its response and update times count in business time (the business calendar):
     # the runbook's "next business day" for P3.
     business_time: bool = False
+    # Notifiers every page of this severity also goes to, whatever the person's
+    # own ``notify`` (e.g. P0 always to the phone: [ntfy]).
+    notify_also: tuple[Notifier, ...] = ()
 
 
 def _m(minutes: float) -> timedelta:

@@ -31,6 +31,16 @@ class Env:
     in_cluster: bool = False
     # Alertmanager's API (silences from chat); PIRA_ALERTMANAGER_URL.
     alertmanager_url: str | None = None
+    # Notifiers (bot/notify.py): ntfy, PagerDuty Events API v2 and its webhooks, a
+    # signed JSON webhook; PIRA_PUBLIC_URL is where phones reach PIRA's HTTP server.
+    ntfy_url: str | None = None
+    ntfy_token: str | None = None
+    pagerduty_routing_key: str | None = None
+    pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
+    pagerduty_webhook_secret: str | None = None
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    public_url: str | None = None
     # Where the console writes the files of its posts (relative: to the working directory).
     files_dir: str = "pira-files"
     # The console's log (JSON lines); on its terminal only warnings and errors.
@@ -65,6 +75,14 @@ class Env:
             kubeconfig=get("KUBECONFIG"),
             in_cluster=bool(get("KUBERNETES_SERVICE_HOST")),
             alertmanager_url=get("PIRA_ALERTMANAGER_URL"),
+            ntfy_url=get("PIRA_NTFY_URL"),
+            ntfy_token=get("PIRA_NTFY_TOKEN"),
+            pagerduty_routing_key=get("PIRA_PAGERDUTY_ROUTING_KEY"),
+            pagerduty_url=get("PIRA_PAGERDUTY_URL") or "https://events.pagerduty.com/v2/enqueue",
+            pagerduty_webhook_secret=get("PIRA_PAGERDUTY_WEBHOOK_SECRET"),
+            webhook_url=get("PIRA_WEBHOOK_URL"),
+            webhook_secret=get("PIRA_WEBHOOK_SECRET"),
+            public_url=get("PIRA_PUBLIC_URL"),
             files_dir=get("PIRA_FILES_DIR") or "pira-files",
             log_file=get("PIRA_LOG_FILE") or "pira-console.log",
         )

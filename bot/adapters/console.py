@@ -57,7 +57,9 @@ class ConsoleAdapter:
         return self._out or sys.stdout
 
     def reaches(self, destination: Destination) -> bool:
-        return self.stakeholders or destination.kind != "stakeholders"
+        if destination.kind == "stakeholders":
+            return self.stakeholders
+        return destination.kind in ("incidents", "incident", "dm")  # not a phone's
 
     async def unreachable(self, person: str) -> str | None:
         """Everyone is reachable here: the console prints every page (bot/outbox.py)."""

@@ -285,3 +285,28 @@ class Maintenance(Base):
     created_by: Mapped[str] = mapped_column(String(100))
     # Set by ``/maintenance end`` (ends_at is then moved to that moment).
     ended_by: Mapped[str | None] = mapped_column(String(100))
+
+
+class PageToken(Base):
+    """The acknowledgement link of one page sent to a phone (ntfy's "Acknowledge"):
+    only its SHA-256 is stored; used once, and only while its page stands."""
+
+    __tablename__ = "page_tokens"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    person: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebhookEvent(Base):
+    """An inbound webhook event already taken (PagerDuty's event id): a replay is
+    refused."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    source: Mapped[str] = mapped_column(String(30))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -39,6 +39,7 @@ SERVICES = {
     "bot/maintenance.py",
     "bot/silences.py",
     "bot/watchdog.py",
+    "bot/notify.py",
     "bot/rooms.py",
     "bot/audit.py",
     "bot/incident_posts.py",
