@@ -19,7 +19,6 @@ PIRA_REAL_RATE_TESTS=1 (CI's SQLite pass sets it).
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import threading
@@ -35,11 +34,11 @@ import yaml
 from tests.support.promstack import (
     DEPLOY_ALERTMANAGER,
     DEPLOY_RULES,
-    LOOPBACK,
     alertmanager_config_for_test,
     require_binaries,
     run_alertmanager,
     run_prometheus,
+    webhook_receiver,
 )
 
 pytestmark = [
@@ -102,28 +101,12 @@ class WatchdogReceiver:
 def receiver() -> Iterator[WatchdogReceiver]:
     state = WatchdogReceiver()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            arrived = time.monotonic()
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            state.record(arrived, dict(self.headers.items()), body)
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    def record(_path: str, headers: dict[str, str], body: bytes) -> None:
+        state.record(time.monotonic(), headers, body)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://{LOOPBACK}:{server.server_port}/alertmanager"
-    try:
+    with webhook_receiver(record) as url:
+        state.url = url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def shipped_watchdog_rule(dest: Path) -> Path:

@@ -13,7 +13,6 @@ real durations; only the copy generated here is shortened.
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
 import threading
 import time
@@ -46,6 +45,7 @@ from tests.support.promstack import (
     run_alertmanager,
     run_prometheus,
     wait_for_data,
+    webhook_receiver,
 )
 
 pytestmark = pytest.mark.slow
@@ -81,29 +81,13 @@ class Receiver:
 def receiver() -> Iterator[Receiver]:
     state = Receiver()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            body = self.rfile.read(length)
-            with state.lock:
-                state.requests.append(Received(self.path, dict(self.headers.items()), body))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    def record(path: str, headers: dict[str, str], body: bytes) -> None:
+        with state.lock:
+            state.requests.append(Received(path, headers, body))
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://{LOOPBACK}:{server.server_port}/alertmanager"
-    try:
+    with webhook_receiver(record) as url:
+        state.url = url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 # --------------------------------------------------------------------------- stack

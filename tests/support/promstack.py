@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import shutil
@@ -404,6 +405,33 @@ def run_alertmanager(config_text: str) -> Iterator[ManagedProcess]:
 
     with _managed("alertmanager", argv, "/-/ready") as managed:
         yield managed
+
+
+@contextlib.contextmanager
+def webhook_receiver(on_post: Callable[[str, dict[str, str], bytes], None]) -> Iterator[str]:
+    """A loopback HTTP server that answers every POST 200 after ``on_post(path,
+    headers, body)`` (on its own thread); yields its ``…/alertmanager`` URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            on_post(self.path, dict(self.headers.items()), body)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{LOOPBACK}:{server.server_port}/alertmanager"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 # --------------------------------------------------------------------------- queries
