@@ -52,7 +52,9 @@ SIZES: dict[str, Any] = {
     "b7_runs": 10,
     "b8_lease": 5.0,  # s, the leader lease
     "b9_alerts": 20,  # alerts, one at a time, per repetition
-    "b9_gap": 0.2,
+    # s between alerts: more than Slack's one post a second per channel, so each page
+    # finds alice's DM idle (with 0.2 s every page waited ~0.8 s for the one before).
+    "b9_gap": 1.2,
 }
 
 
