@@ -76,11 +76,9 @@ class AckBack:
 
     async def ntfy(self, request: web.Request) -> web.Response:
         body = await request.content.read(MAX_BODY + 1)
-        try:
-            token = json.loads(body)["token"] if len(body) <= MAX_BODY else None
-        except (ValueError, KeyError, TypeError):
-            token = None
-        if not isinstance(token, str) or not token:
+        data = _json(body) if len(body) <= MAX_BODY else None
+        token = data.get("token") if isinstance(data, dict) else None
+        if not isinstance(token, str) or not token or len(token) > 200:
             return await self._refuse("ntfy", "no token", status=400)
         try:
             number, person = await self.store.run(self._claim, token)
@@ -126,13 +124,15 @@ class AckBack:
         if not _signed(body, request.headers.get("X-PagerDuty-Signature", ""), secret):
             return await self._refuse("pagerduty", "bad signature")
         try:
-            event = json.loads(body)["event"]
+            event = _json(body)["event"]
             kind = str(event["event_type"])
-            event_id = str(event["id"])[:200]
+            event_id = clean(str(event["id"]))[:200]
             occurred = datetime.fromisoformat(str(event["occurred_at"]).replace("Z", "+00:00"))
             data = event.get("data") or {}
             agent = event.get("agent") or {}
-        except (ValueError, KeyError, TypeError):
+            if not isinstance(data, dict) or not isinstance(agent, dict) or not event_id:
+                raise TypeError("not objects")
+        except (ValueError, KeyError, TypeError, AttributeError):
             return await self._refuse("pagerduty", "not a PagerDuty v3 event", status=400)
         if kind != "incident.acknowledged":
             return web.json_response({"status": "ignored", "event_type": kind[:100]})
@@ -191,6 +191,14 @@ def _audit(at: datetime, actor: str, source: str, outcome: str, detail: str) -> 
     return AuditEntry(
         at=at, actor=actor[:100], source=source, action="ack-back", outcome=outcome, detail=detail
     )
+
+
+def _json(body: bytes) -> Any:
+    """The body as JSON, or None (not JSON, not UTF-8, nested too deeply to parse)."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _signed(body: bytes, header: str, secret: str) -> bool:

@@ -174,6 +174,15 @@ class App:
             notify=self.outbox.notify,
             declared=self.arrival.declared,
         )
+        # Acknowledgements from phones: POST /ntfy/ack, POST /pagerduty (bot/ack_back.py).
+        self.ack_back = AckBack(
+            store=self.store,
+            config=config,
+            env=env,
+            clock=self.clock,
+            incidents=self.incidents,
+            directory=self.directory,
+        )
         self.timers.aftermath[WATCHDOG_KIND] = watchdog.fire
         self.timers.aftermath[AUTO_RESOLVE] = self.alerts.mapping.fire_auto_resolve
         self.timers.aftermath[HANDOFF_TEST] = self.timers.calendar.handoff_test.expire
@@ -307,14 +316,7 @@ class App:
             leading=lambda: self.leading,
         )
         self.alerts.register(server)
-        AckBack(
-            store=self.store,
-            config=self.config,
-            env=self.env,
-            clock=self.clock,
-            incidents=self.incidents,
-            directory=self.directory,
-        ).register(server)
+        self.ack_back.register(server)
         chats = [a for a in self.adapters.values() if isinstance(a, ChatAdapter)]
         for chat in chats:
             await chat.start(server)

@@ -46,7 +46,8 @@ def dedup_key(number: int) -> str:
 
 def number_of(key: str) -> int | None:
     head, _, tail = key.rpartition("-")
-    return int(tail) if head == "pira-incident" and tail.isdigit() else None
+    ok = head == "pira-incident" and tail.isascii() and tail.isdigit() and len(tail) <= 9
+    return int(tail) if ok else None
 
 
 def digest(token: str) -> str:

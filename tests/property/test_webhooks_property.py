@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -63,7 +65,8 @@ LOOPBACK = "127.0.0.1"
 AM_TOKEN = "am-fuzz-token-7Hq2"
 SLACK_SECRET = "fedcba9876543210fedcba9876543210"
 TG_SECRET = "tg-Fuzz_secret-42"
-SECRETS = (AM_TOKEN, SLACK_SECRET, TG_SECRET)
+PD_SECRET = "pd-fuzz-webhook-secret-31"
+SECRETS = (AM_TOKEN, SLACK_SECRET, TG_SECRET, PD_SECRET)
 GROUP = tg_supergroup_chat(-1001111111111, "Incidents", is_forum=False)
 CONFIG = {
     "people": {
@@ -89,6 +92,8 @@ EXAMPLES = {
     "slack_signed": 700,
     "telegram_secret": 500,
     "telegram_update": 700,
+    "ack_back": 400,
+    "pagerduty_signed": 300,
 }
 EXAMPLES = {name: max(1, round(n * _SCALE)) for name, n in EXAMPLES.items()}
 STATS: Counter[tuple[str, str, int]] = Counter()
@@ -206,6 +211,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
             env = Env.from_environ(
                 {
                     "PIRA_DATABASE_URL": url,
+                    "PIRA_PAGERDUTY_WEBHOOK_SECRET": PD_SECRET,
                     **webhook_env(
                         slack,
                         tg,
@@ -740,6 +746,99 @@ def test_telegram_updates(target: Target, body: bytes, ctype: bytes) -> None:
     target.settle()
     headers = {b"Content-Type": ctype, b"X-Telegram-Bot-Api-Secret-Token": TG_SECRET.encode()}
     check(target, "/telegram", "update", headers, body)
+
+
+# ---- acknowledgements from phones ------------------------------------------------------------
+
+
+def check_ack_back(
+    target: Target, endpoint: str, kind: str, headers: dict[bytes, bytes], body: bytes
+) -> int:
+    """As :func:`check`, but a refusal is audited (one row), and nothing else is stored."""
+    target.leaks.clear()
+    before = target.counts()
+    status = send(target.port, endpoint.encode(), headers, body)
+    STATS[(endpoint, kind, status)] += 1
+    assert status < 500, f"{endpoint} {kind}: {status}"
+    after = target.counts()
+    if 400 <= status < 500:
+        incidents, timeline, audit, outbox = before
+        assert after[:2] + after[3:] == (incidents, timeline, outbox), f"{endpoint}: stored"
+        assert after[2] - audit <= 1, f"{endpoint} {kind}: more than the refusal audited"
+    assert not target.leaks.secrets, target.leaks.secrets[:3]
+    assert not target.leaks.tracebacks, target.leaks.tracebacks[:3]
+    return status
+
+
+@settings(FUZZ, max_examples=EXAMPLES["ack_back"])
+@given(
+    endpoint=st.sampled_from(["/ntfy/ack", "/pagerduty"]),
+    body=st.one_of(
+        random_body,
+        st.builds(lambda t: dumps({"token": t}), any_text),
+        st.builds(
+            lambda v: dumps({"token": v}),
+            st.one_of(st.integers(), st.none(), st.lists(st.integers())),
+        ),
+    ),
+    signature=st.one_of(header_value, header_value.map(lambda v: b"v1=" + v)),
+    extra=other_headers,
+)
+def test_ack_back_refuses_what_it_cannot_trust(
+    target: Target, endpoint: str, body: bytes, signature: bytes, extra: dict[bytes, bytes]
+) -> None:
+    headers = {**extra, b"Content-Type": b"application/json", b"X-PagerDuty-Signature": signature}
+    status = check_ack_back(target, endpoint, "untrusted", headers, body)
+    assert status in (400, 401, 413, 415, 417), f"{endpoint}: {status}"
+
+
+pd_event = st.fixed_dictionaries(
+    {
+        "event": mostly(
+            st.fixed_dictionaries(
+                {
+                    "id": mostly(any_text),
+                    "event_type": mostly(
+                        st.sampled_from(["incident.acknowledged", "incident.triggered", "x"])
+                    ),
+                    "occurred_at": mostly(
+                        st.sampled_from(["2026-11-30T09:00:00Z", "0001-01-01T00:00:00Z", "soon"])
+                    ),
+                    "data": mostly(
+                        st.fixed_dictionaries(
+                            {
+                                "incident_key": mostly(
+                                    st.sampled_from(
+                                        [
+                                            "pira-incident-1",
+                                            "pira-incident-99999999999999",
+                                            "pira-incident-",
+                                            "x",
+                                        ]
+                                    )
+                                )
+                            }
+                        )
+                    ),
+                    "agent": mostly(
+                        st.fixed_dictionaries({"id": mostly(any_text), "summary": mostly(any_text)})
+                    ),
+                }
+            )
+        )
+    }
+)
+
+
+@settings(FUZZ, max_examples=EXAMPLES["pagerduty_signed"])
+@given(payload=pd_event, ascii_only=mostly_ascii)
+def test_pagerduty_signed_events(target: Target, payload: Any, ascii_only: bool) -> None:
+    """Correctly signed: past the signature, into the parser and the acknowledgement
+    (there is no incident #1 here: nothing can be acknowledged)."""
+    body = dumps(payload, ascii_only)
+    signature = hmac.new(PD_SECRET.encode(), body, hashlib.sha256).hexdigest().encode()
+    headers = {b"Content-Type": b"application/json", b"X-PagerDuty-Signature": b"v1=" + signature}
+    check_ack_back(target, "/pagerduty", "signed event", headers, body)
 
 
 # ---- after it all -------------------------------------------------------------------------

@@ -53,6 +53,7 @@ async def serving_webhooks(
     await app.start(scheduler=False)
     server = WebServer(CollectorRegistry(), ping=app.store.reachable, **limits)
     app.alerts.register(server)
+    app.ack_back.register(server)
     for chat in chats:
         await chat.start(server)
     await server.start(LOOPBACK, port)
