@@ -121,7 +121,12 @@ class IncidentTimers:
         """The maintenance that held the incident is over: page it now unless someone
         acknowledged it meanwhile; its escalations count from now."""
         self.plan.on_released(s, incident, now)
-        if incident.acknowledged_at is None:
+        if self.config.policy(incident.severity).page_after is None:
+            text = (
+                f"🔧 Maintenance is over; #{incident.number} is {incident.severity}, which "
+                "pages nobody (the severity table)."
+            )
+        elif incident.acknowledged_at is None:
             text = (
                 f"🔧 Maintenance is over and #{incident.number} is still open and "
                 "unacknowledged: paging the on-call now."

@@ -91,6 +91,7 @@ class TimerPlan:
         acknowledged meanwhile) and escalations count from ``now``."""
         details = {k: v for k, v in (incident.details or {}).items() if k != "held"}
         details["paging_from"] = now.isoformat()
+        details["page_at_once"] = True  # it waited the whole window already
         incident.details = details  # a new dict: JSON columns do not track mutation
         self._plan_chain(s, incident)
         self._plan_escalations(s, incident)
@@ -105,7 +106,8 @@ class TimerPlan:
             if not fresh:
                 self._cancel(s, incident, ("page",), self.clock.now())
             return
-        # "page_at_once": PIRA's own alarm (monitoring is blind) pages without waiting.
+        # "page_at_once": PIRA's own alarm (monitoring is blind), or an incident released
+        # by the end of maintenance, pages without waiting for the severity's page_after.
         at_once = (incident.details or {}).get("page_at_once")
         due = paging_from(incident) + (timedelta(0) if at_once else policy.page_after)
         for step, link in enumerate(self.config.oncall.chain):
