@@ -127,7 +127,10 @@ class AlertmanagerAPI:
 
     async def active(self) -> list[Silence]:
         answer = await self._call("GET", "/silences")
-        found = [_silence(raw) for raw in answer or [] if isinstance(raw, dict)]
+        try:
+            found = [_silence(raw) for raw in answer or [] if isinstance(raw, dict)]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise AlertmanagerAPIError("Alertmanager's answer is not a list of silences") from None
         return sorted((s for s in found if s.state == "active"), key=lambda s: s.ends_at)
 
     async def expire(self, silence_id: str) -> None:

@@ -201,3 +201,29 @@ async def test_alertmanager_away_is_a_short_answer(start_bot: StartBot) -> None:
     reply = await bot.driver.say("/silences", "alice")
     assert not reply.ok
     assert "Cannot reach Alertmanager at http://127.0.0.1:" in bot.driver.text(reply)
+
+
+async def test_an_answer_that_is_not_silences_is_a_short_answer(start_bot: StartBot) -> None:
+    """An Alertmanager (or something else at its URL) answering what is not API v2's
+    silences: one line in the chat, no traceback."""
+    from aiohttp import web
+
+    async def odd(_request: web.Request) -> web.Response:
+        return web.json_response([{"id": "x", "matchers": [{"nom": "a"}], "startsAt": 3}])
+
+    app = web.Application()
+    app.router.add_get("/api/v2/silences", odd)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, LOOPBACK, port).start()
+    try:
+        bot = await start_bot(
+            config=PEOPLE, env={"PIRA_ALERTMANAGER_URL": f"http://{LOOPBACK}:{port}"}
+        )
+        for command in ("/silences", "/unsilence abc"):
+            reply = await bot.driver.say(command, "alice")
+            assert not reply.ok
+            assert "not a list of silences" in bot.driver.text(reply), command
+    finally:
+        await runner.cleanup()
