@@ -138,9 +138,15 @@ async def test_300_posts_once_and_in_order_through_limits_errors_and_hangs(
     for seen in ("failed", "late", "aborted"):
         assert seen in outcomes, f"the fault {seen!r} never happened"
     assert outcomes.count("ratelimited") >= 2
-    # the late answers were found by probing, not sent twice
-    probes = [c for c in tg.calls("editMessageText") if "not modified" in str(c.response)]
-    assert len(probes) == outcomes.count("late") >= 1
+    # the late answers were found by probing, not sent twice. On a busy machine an
+    # ordinary answer can also outlast the client's 0.5 s timeout and be probed for:
+    # every late one must have been probed, and every probe found a post sent once.
+    late = {c.params["text"] for c in tg.calls("sendMessage") if c.outcome == "late"}
+    probed = [
+        c.params["text"] for c in tg.calls("editMessageText") if "not modified" in str(c.response)
+    ]
+    assert late and late <= set(probed)
+    assert len(probed) == len(set(probed)) and set(probed) <= set(texts)
 
 
 async def test_late_answer_is_not_resent(make_app: Callable[..., App], tg: FakeTelegram) -> None:

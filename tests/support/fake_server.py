@@ -27,6 +27,13 @@ from urllib.parse import parse_qsl
 
 from aiohttp import BodyPartReader, web
 
+# How long a wait for a call the test expects may take. Generous on purpose: a wait ends
+# as soon as the call is recorded, so only a failing test waits this long, and under the
+# full suite on PostgreSQL (two workers, the database server on the same two cores) a
+# command -> transaction -> outbox -> request round trip is thought to have taken
+# over 5 s (one forum-topic test timed out there, and passes alone).
+WAIT = 15.0
+
 JSONDict = dict[str, Any]
 Predicate = Callable[["RecordedCall"], object]  # truthy result = match
 
@@ -298,14 +305,18 @@ class FakeServer:
         return None
 
     def _timeout_error(self, method: str | None, timeout: float) -> TimeoutError:
-        seen = [f"{c.method}:{c.outcome}" for c in self.calls()][-20:]
+        seen = [
+            f"{c.method}:{c.outcome}"
+            + (f" ({str(c.response)[:120]})" if c.outcome == "error" else "")
+            for c in self.calls()
+        ][-20:]
         return TimeoutError(f"no matching {method or 'call'} within {timeout}s; last calls: {seen}")
 
     async def wait_for(
         self,
         method: str | None = None,
         predicate: Predicate | None = None,
-        timeout: float = 5.0,
+        timeout: float = WAIT,
         *,
         delivered: bool | None = None,
         skip: int = 0,
@@ -325,7 +336,7 @@ class FakeServer:
         self,
         method: str | None = None,
         predicate: Predicate | None = None,
-        timeout: float = 5.0,
+        timeout: float = WAIT,
         *,
         delivered: bool | None = None,
         skip: int = 0,
