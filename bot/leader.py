@@ -138,7 +138,7 @@ class Leadership:
             )
             await self._on_lose()
         try:
-            leading = await self.store.run(self.try_acquire)
+            leading = await self.store.run_lease(self.try_acquire)
         except Exception:
             log.exception("lease check failed")
             leading = False
@@ -161,7 +161,7 @@ class Leadership:
         if self.leading:
             self.leading = False
             await self._on_lose()
-            await self.store.run(self.release)
+            await self.store.run_lease(self.release)
 
 
 def _dead_here(holder: str) -> bool:

@@ -85,6 +85,10 @@ class Store:
             event.listen(self.engine, "connect", _postgres_session)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._threads = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="pira-db")
+        # The leader's lease on a thread of its own: renewing it must not queue behind a
+        # burst of work on the shared threads (10,000 timers due at once put thousands of
+        # calls ahead of it, the lease lapsed and the leader stood down mid-burst).
+        self._lease_thread = ThreadPoolExecutor(1, thread_name_prefix="pira-db-lease")
         self.strict = os.environ.get(STRICT_ENV, "") == "1"
         # Calls caught on the event loop's thread (strict or not): tests assert none.
         self.calls_on_loop: list[str] = []
@@ -96,6 +100,11 @@ class Store:
         serving other messages. Context variables travel with it."""
         call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._threads, call)
+
+    async def run_lease(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """:meth:`run` on the lease's own thread (bot/leader.py), never behind other work."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._lease_thread, call)
 
     def _off_the_loop(self, _conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
         try:
@@ -180,6 +189,7 @@ class Store:
 
     def dispose(self) -> None:
         self._threads.shutdown(wait=True, cancel_futures=False)
+        self._lease_thread.shutdown(wait=True, cancel_futures=False)
         self.engine.dispose()
 
 

@@ -4,6 +4,7 @@ by; failover when the leader stops or dies; no timer lost or doubled."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -16,7 +17,8 @@ from bot.clock import FakeClock
 from bot.outbox import Outbound
 from bot.people import Directory
 from bot.settings import Config
-from bot.store.models import OutboxMessage, Timer
+from bot.store.db import DB_THREADS
+from bot.store.models import Lease, OutboxMessage, Timer
 from tests.support.http import wait_healthy
 from tests.support.promstack import LOOPBACK, free_port
 
@@ -138,3 +140,32 @@ async def test_readyz_is_200_on_every_replica_and_says_which_leads(
         await asyncio.gather(*servers)
         for app in apps:
             await app.stop()
+
+
+async def test_the_lease_is_renewed_while_every_database_thread_is_busy(
+    make_app: Callable[..., App],
+) -> None:
+    """A burst (10,000 timers due at once, each post marked sent) queues thousands of
+    calls on the database threads; the lease's renewal must not wait behind them, or the
+    leader's lease lapses mid-burst and it stands down."""
+    clock = FakeClock()
+    app = make_app(config=CONFIG, clock=clock)
+    app.add_adapter(Sink())
+    await app.start()
+    release = threading.Event()
+    assert app.leadership is not None
+    busy = [asyncio.ensure_future(app.store.run(release.wait)) for _ in range(DB_THREADS)]
+    queued = asyncio.ensure_future(app.store.run(lambda: "behind the burst"))
+    try:
+        before = app.leadership.fence.generation
+        clock.advance(timedelta(seconds=10))  # two thirds of the lease: renew
+        renewed = await asyncio.wait_for(app.leadership.step(), timeout=30)
+        assert renewed and app.leading and not queued.done()  # every thread still busy
+        assert app.leadership.fence.generation == before  # renewed, not lost and retaken
+        with app.store.read() as s:
+            lease = s.get(Lease, "leader")
+        assert lease is not None and lease.expires_at == clock.now() + timedelta(seconds=15)
+    finally:
+        release.set()
+        await asyncio.gather(*busy, queued)
+        await app.stop()
