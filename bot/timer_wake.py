@@ -1,12 +1,12 @@
 """When the scheduler wakes: at the next due timer, not on the next poll.
 
 The APScheduler job that fires timers (bot/timers.py) keeps an interval trigger,
-``poll`` seconds: a safety net, and how a leader learns of timers another replica
-planned. On top of it, the job's next run time is moved to the earliest due timer
-whenever that is sooner:
+``poll`` seconds: a safety net. On top of it, the job's next run time is moved to the
+earliest due timer whenever that is sooner:
 
 - after every commit that planned a timer in this process (a session event on the
-  store: the planning transaction says nothing, nothing can forget it), and
+  store: the planning transaction says nothing, nothing can forget it),
+- on PostgreSQL, when another replica commits one (bot/timer_notify.py: NOTIFY), and
 - at the end of every firing pass (the earliest pending row).
 
 ``armed`` is the run time this process last gave the scheduler (or the poll's next
@@ -127,16 +127,21 @@ class Wake:
             self.planned(due)
 
 
-def _collect(session: Session, _context: Any) -> None:
+def earliest_planned(session: Session) -> datetime | None:
+    """In a flush: the earliest due time among the timers it adds or moves."""
     dues = [t.due_at for t in session.new if isinstance(t, Timer)]
     dues += [
         t.due_at
         for t in session.dirty
         if isinstance(t, Timer) and t.fired_at is None and t.cancelled_at is None
     ]
-    if dues:
+    return min(dues) if dues else None
+
+
+def _collect(session: Session, _context: Any) -> None:
+    earliest = earliest_planned(session)
+    if earliest is not None:
         known = session.info.get(_DUE)
-        earliest = min(dues)
         session.info[_DUE] = earliest if known is None else min(known, earliest)
 
 

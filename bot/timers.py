@@ -52,6 +52,7 @@ from bot.settings import Config
 from bot.store import Store
 from bot.store.models import Incident, Timer
 from bot.timer_kinds import IncidentTimers
+from bot.timer_notify import PlanListener, announce_plans
 from bot.timer_plan import TimerPlan
 from bot.timer_wake import Wake
 from bot.views import IncidentViews
@@ -158,6 +159,12 @@ class Timers:
         self._lock = threading.Lock()  # one firing pass at a time, whichever thread
         self.wake = Wake(move=self._move, poll=POLL)
         self._loop: asyncio.AbstractEventLoop | None = None
+        # PostgreSQL: plans made on any replica tell the leader (bot/timer_notify.py).
+        self.listener: PlanListener | None = None
+        self._listening: asyncio.Task[None] | None = None
+        if store.engine.dialect.name == "postgresql":
+            announce_plans(store.sessions)
+            self.listener = PlanListener(store.engine.url, self._planned_elsewhere)
 
     # ---- firing --------------------------------------------------------------
 
@@ -312,7 +319,12 @@ class Timers:
     async def start(self, tick_seconds: float = POLL.total_seconds()) -> None:
         self._loop = asyncio.get_running_loop()
         await self.store.run(self._start_scheduler, tick_seconds)
+        if self.listener is not None:
+            self._listening = asyncio.create_task(self.listener.run(), name="timer plans")
         await self.fire_due()  # what came due while the bot was down, at once
+
+    async def _planned_elsewhere(self, due: datetime) -> None:
+        await self.store.run(self.wake.planned, due)  # moving the job writes its store
 
     def _start_scheduler(self, tick_seconds: float) -> None:
         logging.getLogger("apscheduler.scheduler").addFilter(_SKIPPED_POLL)  # once: a set
@@ -357,6 +369,10 @@ class Timers:
         return job.next_run_time if job is not None else None
 
     async def stop(self) -> None:
+        if self._listening is not None:
+            listening, self._listening = self._listening, None
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
         if self.wake.armed is not None:
             self.wake.stopped()
             self.wake.unwatch(self.store.sessions)

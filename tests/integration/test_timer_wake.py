@@ -4,6 +4,8 @@ due timers fire in batches, each exactly once."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 
@@ -15,6 +17,7 @@ from bot.clock import FakeClock
 from bot.settings import Config
 from bot.store.models import OutboxMessage, Timer
 from bot.timers import BATCH
+from tests.conftest import PG_URL
 from tests.integration.test_timers import SECONDS, world  # noqa: F401  (a fixture)
 from tests.support.driver import Driver
 
@@ -107,3 +110,29 @@ async def test_thousands_due_at_once_fire_in_batches_exactly_once(
     assert left == 0
     # One post per timer (the console platform), each from its own timer.
     assert sorted(keys) == sorted(f"timer{i}@console" for i in ids)
+
+
+@pytest.mark.skipif(not PG_URL, reason="replicas share a database on PostgreSQL")
+async def test_a_timer_planned_on_another_replica_moves_the_leaders_wake_up(
+    running: tuple[App, Driver, FakeClock], make_app: Callable[..., App]
+) -> None:
+    leader, _d, clock = running
+    assert leader.timers.listener is not None
+    await asyncio.wait_for(leader.timers.listener.listening.wait(), timeout=30)
+    standby = make_app(config=Config.model_validate(SECONDS), clock=clock)  # same database
+    try:
+        assert wake_in(leader) > timedelta(minutes=59)  # asleep towards its poll
+        # Rolled back: PostgreSQL never delivers its notification.
+        with contextlib.suppress(RuntimeError), standby.store.transaction() as s:
+            s.add(Timer(key="test:rolled-back", kind="runbook-review", due_at=clock.now()))
+            s.flush()
+            raise RuntimeError("rolled back")
+        # Committed on the standby: the leader's scheduler is told, not its next poll.
+        plan(standby, "test:elsewhere", clock.now() + timedelta(seconds=40))
+        deadline = asyncio.get_running_loop().time() + 30
+        while wake_in(leader) > timedelta(minutes=1):
+            assert asyncio.get_running_loop().time() < deadline, "the leader was never told"
+            await asyncio.sleep(0.05)
+        assert abs(wake_in(leader) - timedelta(seconds=40)) < timedelta(seconds=2)
+    finally:
+        standby.store.dispose()

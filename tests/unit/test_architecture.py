@@ -21,6 +21,7 @@ SERVICES = {
     "bot/timer_plan.py",
     "bot/timer_kinds.py",
     "bot/timer_wake.py",
+    "bot/timer_notify.py",
     "bot/calendar_posts.py",
     "bot/contacts.py",
     "bot/handoff_test.py",
