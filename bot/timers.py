@@ -252,7 +252,7 @@ class Timers:
     def _fire_batch(self, ids: list[int]) -> int:
         """Fire due timers in one transaction: their rows locked and their incidents
         read with one query each; every timer marked fired in the commit of its posts."""
-        with self.store.transaction() as s:
+        with self.store.transaction(urgent=True) as s:
             fence = self.fence()
             if fence is not None:
                 fence.check(s)
@@ -277,7 +277,7 @@ class Timers:
             return fired
 
     def _fire_one(self, timer_id: int) -> int:
-        with self.store.transaction() as s:
+        with self.store.transaction(urgent=True) as s:
             fence = self.fence()
             if fence is not None:
                 fence.check(s)

@@ -24,6 +24,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.store.writer import WriterLock
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 # The PostgreSQL advisory lock held while migrating: one fixed 64-bit key ("PIRAMIGR"
@@ -84,6 +86,8 @@ class Store:
         elif self.engine.dialect.name == "postgresql":
             event.listen(self.engine, "connect", _postgres_session)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite: this process's writers take turns here, not by polling SQLite's lock.
+        self._writer = WriterLock() if self.engine.dialect.name == "sqlite" else None
         self._threads = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="pira-db")
         # The leader's lease on a thread of its own: renewing it must not queue behind a
         # burst of work on the shared threads (10,000 timers due at once put thousands of
@@ -170,8 +174,14 @@ class Store:
         return self._sessions
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
+    def transaction(self, *, urgent: bool = False) -> Iterator[Session]:
+        """One atomic unit of work. ``urgent``: on SQLite, it goes before the other
+        writers of this process waiting for the database (bot/store/writer.py)."""
+        if self._writer is None:
+            with self._sessions.begin() as session:
+                yield session
+            return
+        with self._writer.held(urgent=urgent), self._sessions.begin() as session:
             yield session
 
     @contextmanager
