@@ -170,18 +170,11 @@ class Timers:
 
     async def fire_due(self, limit: int = 500) -> int:
         """Fire every due timer once. Safe to call concurrently and repeatedly."""
-        fired = await self.store.run(self._fire_locked, limit)
-        if fired:
-            self._notify()
-        return fired
+        return await self.store.run(self._fire_locked, limit)
 
     def fire_here(self, limit: int = 500) -> int:
         """:meth:`fire_due` from a thread of the scheduler (not the event loop's)."""
-        fired = self._fire_locked(limit)
-        if fired and self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                self._loop.call_soon_threadsafe(self._notify)
-        return fired
+        return self._fire_locked(limit)
 
     def _fire_locked(self, limit: int) -> int:
         """Passes until nothing more is due (timers planned meanwhile included), then
@@ -193,6 +186,12 @@ class Timers:
                 while True:
                     done = self._fire_due(limit)
                     fired += done
+                    if done:
+                        # The outbox sends them now: under a steady stream of timers the
+                        # pass goes on for long, and its posts waited for the outbox's
+                        # poll, then went out in a burst that made the next timers late.
+                        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                            self._notify()  # thread-safe (OutboxWorker.notify)
                     wait = self.wake.end_pass(self.clock.now(), self._earliest(), done > 0)
                     if wait is None:
                         return fired
