@@ -56,11 +56,13 @@ def burst_floor(count: int) -> float:
 
 async def b4(args: argparse.Namespace) -> dict[str, Any]:
     from bot.app import App
+    from bot.cli import settle_heap
     from bot.settings import Config, Env
 
     app = App(config=Config(), env=Env.from_environ({"PIRA_DATABASE_URL": args.db}))
     app.add_adapter(Sink())
     await app.start()
+    settle_heap()  # as `pira run` does once started (bot/cli.py)
     try:
         lateness, dues = await steady(app, args.steady, args.over)
         took, missing = await burst(app, args.burst)
