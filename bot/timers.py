@@ -158,7 +158,6 @@ class Timers:
         self._running_key: str | None = None
         self._lock = threading.Lock()  # one firing pass at a time, whichever thread
         self.wake = Wake(move=self._move, poll=POLL)
-        self._loop: asyncio.AbstractEventLoop | None = None
         # PostgreSQL: plans made on any replica tell the leader (bot/timer_notify.py).
         self.listener: PlanListener | None = None
         self._listening: asyncio.Task[None] | None = None
@@ -316,7 +315,6 @@ class Timers:
             self.calendar.ensure(s, self.clock.now())
 
     async def start(self, tick_seconds: float = POLL.total_seconds()) -> None:
-        self._loop = asyncio.get_running_loop()
         await self.store.run(self._start_scheduler, tick_seconds)
         if self.listener is not None:
             self._listening = asyncio.create_task(self.listener.run(), name="timer plans")
