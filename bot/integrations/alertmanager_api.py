@@ -3,6 +3,7 @@ active ones, expire. https://github.com/prometheus/alertmanager/blob/main/api/v2
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -94,7 +95,12 @@ class AlertmanagerAPI:
                 if answer.status >= 400:
                     detail = text.strip().strip('"')[:200] or answer.reason
                     raise AlertmanagerAPIError(f"Alertmanager refused ({answer.status}): {detail}")
-                return await answer.json(content_type=None) if text.strip() else None
+                try:
+                    return json.loads(text) if text.strip() else None
+                except ValueError:
+                    raise AlertmanagerAPIError(
+                        f"the answer of {self.base} is not JSON: is it Alertmanager?"
+                    ) from None
         except aiohttp.ClientError as exc:
             raise AlertmanagerAPIError(
                 f"cannot reach Alertmanager at {self.base}: {type(exc).__name__}"
@@ -128,6 +134,8 @@ class AlertmanagerAPI:
     async def active(self) -> list[Silence]:
         answer = await self._call("GET", "/silences")
         try:
+            if not isinstance(answer, list | None):
+                raise TypeError("not a list")
             found = [_silence(raw) for raw in answer or [] if isinstance(raw, dict)]
         except (KeyError, TypeError, ValueError, AttributeError):
             raise AlertmanagerAPIError("Alertmanager's answer is not a list of silences") from None

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 
 from bot.clock import SystemClock
 from bot.store.models import TimelineEvent
@@ -203,13 +204,22 @@ async def test_alertmanager_away_is_a_short_answer(start_bot: StartBot) -> None:
     assert "Cannot reach Alertmanager at http://127.0.0.1:" in bot.driver.text(reply)
 
 
-async def test_an_answer_that_is_not_silences_is_a_short_answer(start_bot: StartBot) -> None:
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ('[{"id": "x", "matchers": [{"nom": "a"}], "startsAt": 3}]', "not a list of silences"),
+        ('{"error": "something else answers here"}', "not a list of silences"),
+        ("<html><body>a login page</body></html>", "is not JSON: is it Alertmanager?"),
+    ],
+)
+async def test_an_answer_that_is_not_silences_is_a_short_answer(
+    start_bot: StartBot, body: str, said: str
+) -> None:
     """An Alertmanager (or something else at its URL) answering what is not API v2's
     silences: one line in the chat, no traceback."""
-    from aiohttp import web
 
     async def odd(_request: web.Request) -> web.Response:
-        return web.json_response([{"id": "x", "matchers": [{"nom": "a"}], "startsAt": 3}])
+        return web.Response(text=body, content_type="application/json")
 
     app = web.Application()
     app.router.add_get("/api/v2/silences", odd)
@@ -224,6 +234,6 @@ async def test_an_answer_that_is_not_silences_is_a_short_answer(start_bot: Start
         for command in ("/silences", "/unsilence abc"):
             reply = await bot.driver.say(command, "alice")
             assert not reply.ok
-            assert "not a list of silences" in bot.driver.text(reply), command
+            assert said in bot.driver.text(reply), command
     finally:
         await runner.cleanup()
