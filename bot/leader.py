@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -45,6 +46,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("pira.leader")
 
 LEASE = "leader"
+# The PostgreSQL advisory lock of the fence (Fence.check): "PIRA" and the schema's
+# hash, so installations (or tests) in other schemas of one database don't share it.
+# The two-key form: it can't meet the migration lock's one 64-bit key (bot/store/db.py).
+FENCE_LOCK = "1346982465, hashtext(current_schema())"
 # Of the lease's time to live, how long this replica trusts it after asking: renewals
 # come every third, so a healthy leader never lapses; a paused one does, well before
 # a standby may take over.
@@ -65,13 +70,27 @@ class Fence:
 
     def check(self, s: Session) -> None:
         """In the transaction that commits leader work: raise :class:`Fenced` unless the
-        lease is still this replica's, at this generation, within its deadline. On
-        PostgreSQL the lease row is share-locked until the commit, so a takeover waits
-        for this transaction instead of racing it."""
+        lease is still this replica's, at this generation, within its deadline.
+
+        A takeover must wait for this transaction instead of racing it (or the new
+        leader could read a post as never attempted while this one is about to record
+        the attempt and send it). On PostgreSQL this transaction holds the fence's
+        advisory lock *shared* until its commit, and a takeover takes it *exclusive*
+        (:meth:`Leadership.try_acquire`), so it waits for every such transaction and
+        every later one sees the new generation: the lock comes first, and the lease is
+        read in a statement after it, whose snapshot includes the takeover's commit.
+        Share locks on the lease row did the same, but every one of them writes the row
+        and, with several at once, a multi-transaction id: under a burst of deliveries
+        they queued on each other (issue 13's profile). SQLite has one writer at a time;
+        its transactions are serialized already."""
         if not self.valid():
             raise Fenced("the lease lapsed on this replica")
-        lease = s.get(Lease, LEASE, with_for_update={"read": True})
-        if lease is None or lease.holder != self.holder or lease.generation != self.generation:
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(text(f"SELECT pg_advisory_xact_lock_shared({FENCE_LOCK})"))
+        row = s.execute(
+            select(Lease.holder, Lease.generation).where(Lease.name == LEASE)
+        ).one_or_none()
+        if row is None or row.holder != self.holder or row.generation != self.generation:
             raise Fenced("another replica holds the lease")
 
 
@@ -110,7 +129,10 @@ class Leadership:
                     return False
                 elif lease.holder != self.holder or lease.generation != self.fence.generation:
                     # Taken over (from another replica, or from this one's own lapsed
-                    # term): a new generation fences whatever the old term still runs.
+                    # term): a new generation fences whatever the old term still runs,
+                    # once the old term's transactions under the fence have committed.
+                    if s.get_bind().dialect.name == "postgresql":
+                        s.execute(text(f"SELECT pg_advisory_xact_lock({FENCE_LOCK})"))
                     lease.holder = self.holder
                     lease.generation = (lease.generation or 0) + 1
                 lease.expires_at = now + self.ttl

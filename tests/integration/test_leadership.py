@@ -10,15 +10,17 @@ from datetime import timedelta
 
 import aiohttp
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from bot.app import App
 from bot.clock import FakeClock
-from bot.outbox import Outbound
+from bot.leader import Leadership
+from bot.outbox import Fenced, Outbound
 from bot.people import Directory
 from bot.settings import Config
-from bot.store.db import DB_THREADS
+from bot.store.db import DB_THREADS, Store
 from bot.store.models import Lease, OutboxMessage, Timer
+from tests.conftest import PG_URL
 from tests.support.http import wait_healthy
 from tests.support.promstack import LOOPBACK, free_port
 
@@ -169,3 +171,74 @@ async def test_the_lease_is_renewed_while_every_database_thread_is_busy(
         release.set()
         await asyncio.gather(*busy, queued)
         await app.stop()
+
+
+@pytest.mark.skipif(not PG_URL, reason="the fence's lock is PostgreSQL's (SQLite has one writer)")
+async def test_a_takeover_waits_for_leader_work_in_flight_and_fences_what_comes_after(
+    db_url: str,
+) -> None:
+    """The fence's promise: a transaction that checked the lease commits before a new
+    leader takes over (so the new leader sees what it recorded, e.g. a post's attempt),
+    and any transaction of the old term that checks after the takeover is fenced. Waiting
+    is asserted on PostgreSQL's own view (the takeover's session waits on a lock)."""
+    store = Store(db_url)
+    store.migrate()
+    clock = FakeClock()
+    ttl = timedelta(seconds=15)
+
+    async def nothing() -> None:
+        return None
+
+    old, new = (
+        Leadership(store=store, clock=clock, ttl=ttl, on_gain=nothing, on_lose=nothing)
+        for _ in range(2)
+    )
+    try:
+        assert await store.run_lease(old.try_acquire)
+        fence = old.fence
+        checked, commit = threading.Event(), threading.Event()
+
+        def leader_work() -> None:
+            with store.transaction() as s:
+                fence.check(s)
+                checked.set()
+                assert commit.wait(30)
+
+        work = asyncio.ensure_future(store.run(leader_work))
+        assert await asyncio.to_thread(checked.wait, 30)
+        clock.advance(ttl + timedelta(seconds=1))  # the old term's lease has expired
+        takeover = asyncio.ensure_future(store.run_lease(new.try_acquire))
+
+        def waiting_on_a_lock() -> bool:
+            with store.read() as s:
+                return bool(
+                    s.scalar(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity"
+                            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                            " AND query LIKE '%pg_advisory_xact_lock(%'"
+                        )
+                    )
+                )
+
+        for _ in range(300):
+            if await store.run(waiting_on_a_lock):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the takeover did not wait for the transaction under the old fence")
+        assert not takeover.done()
+        commit.set()
+        await work
+        assert await asyncio.wait_for(takeover, 30)
+        assert new.fence.generation == fence.generation + 1
+
+        def late_old_work() -> None:
+            with store.transaction() as s:
+                fence.check(s)
+
+        with pytest.raises(Fenced, match="another replica"):
+            await store.run(late_old_work)
+    finally:
+        commit.set()
+        store.dispose()
