@@ -24,7 +24,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.store.writer import WriterLock
+from bot.store.writer import UrgentFirst, WriterLock
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -80,7 +80,13 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url, pool_pre_ping=True, future=True)
+        # Connections kept open: one for each database thread, the lease's, the
+        # scheduler's firing thread and a spare. SQLAlchemy's default keeps 5 and closes
+        # whatever it opened beyond them on return: under load every transaction past
+        # the fifth connected anew (a new server process on PostgreSQL each time).
+        self.engine: Engine = create_engine(
+            url, pool_pre_ping=True, pool_size=DB_THREADS + 3, max_overflow=10, future=True
+        )
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         elif self.engine.dialect.name == "postgresql":
@@ -88,6 +94,8 @@ class Store:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite: this process's writers take turns here, not by polling SQLite's lock.
         self._writer = WriterLock() if self.engine.dialect.name == "sqlite" else None
+        # PostgreSQL: side by side, but the urgent first (the same module).
+        self._urgent_first = UrgentFirst()
         self._threads = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="pira-db")
         # The leader's lease on a thread of its own: renewing it must not queue behind a
         # burst of work on the shared threads (10,000 timers due at once put thousands of
@@ -178,7 +186,7 @@ class Store:
         """One atomic unit of work. ``urgent``: on SQLite, it goes before the other
         writers of this process waiting for the database (bot/store/writer.py)."""
         if self._writer is None:
-            with self._sessions.begin() as session:
+            with self._urgent_first.held(urgent=urgent), self._sessions.begin() as session:
                 yield session
             return
         with self._writer.held(urgent=urgent), self._sessions.begin() as session:

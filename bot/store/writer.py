@@ -58,3 +58,46 @@ class WriterLock:
             if self._depth == 0:
                 self._owner = None
                 self._cond.notify_all()
+
+
+class UrgentFirst:
+    """PostgreSQL's writers run side by side, but none starts while an urgent one runs.
+
+    PostgreSQL needs no turns, yet under a burst of deliveries (each post two short
+    transactions on the store's threads) a timer batch shared the process's one
+    interpreter lock and the server's CPUs with them: every round trip of the batch
+    waited for the lock again, and 10,000 timers due at once took 20 s to fire instead
+    of 4.5 s with nothing else running (issue 13). An urgent transaction (a timer batch,
+    the lease) now starts at once; the others wait to begin until no urgent one runs.
+    Transactions already under way finish; a thread already inside a transaction
+    never waits here (it may hold rows the urgent one needs)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._urgent = 0  # urgent transactions running
+        self._depth = threading.local()
+        self.waiting = 0  # transactions waiting to begin
+
+    @contextmanager
+    def held(self, *, urgent: bool = False) -> Iterator[None]:
+        depth: int = getattr(self._depth, "n", 0)
+        with self._cond:
+            if urgent:
+                self._urgent += 1
+            elif depth == 0 and self._urgent:
+                self.waiting += 1
+                try:
+                    while self._urgent:
+                        self._cond.wait()
+                finally:
+                    self.waiting -= 1
+        self._depth.n = depth + 1
+        try:
+            yield
+        finally:
+            self._depth.n = depth
+            if urgent:
+                with self._cond:
+                    self._urgent -= 1
+                    if not self._urgent:
+                        self._cond.notify_all()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bot.store.writer import WriterLock
+from bot.store.writer import UrgentFirst, WriterLock
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -67,3 +67,100 @@ def test_release_by_a_thread_that_does_not_hold_it_is_refused() -> None:
     lock = WriterLock()
     with pytest.raises(RuntimeError, match="does not hold"):
         lock.release()
+
+
+# ---- UrgentFirst: PostgreSQL's writers side by side, none starting during an urgent one --
+
+
+def test_no_transaction_begins_while_an_urgent_one_runs_and_all_begin_after_it() -> None:
+    gate = UrgentFirst()
+    began: list[str] = []
+    urgent_in, urgent_out = threading.Event(), threading.Event()
+
+    def urgent() -> None:
+        with gate.held(urgent=True):
+            urgent_in.set()
+            assert urgent_out.wait(10)
+
+    def post(name: str) -> None:
+        with gate.held():
+            began.append(name)
+
+    first = threading.Thread(target=urgent)
+    first.start()
+    assert urgent_in.wait(10)
+    posts = [threading.Thread(target=post, args=(f"post {i}",)) for i in range(3)]
+    for t in posts:
+        t.start()
+    wait_until(lambda: gate.waiting == 3)
+    assert began == []  # all three wait for the timer batch
+    urgent_out.set()
+    for t in [first, *posts]:
+        t.join(timeout=10)
+    assert sorted(began) == ["post 0", "post 1", "post 2"]
+    assert gate.waiting == 0
+
+
+def test_an_urgent_transaction_does_not_wait_for_those_under_way_nor_they_for_each_other() -> None:
+    gate = UrgentFirst()
+    inside = threading.Barrier(3, timeout=10)
+    release = threading.Event()
+
+    def post() -> None:
+        with gate.held():
+            inside.wait()  # both posts inside at once: side by side
+            assert release.wait(10)
+
+    posts = [threading.Thread(target=post) for _ in range(2)]
+    for t in posts:
+        t.start()
+    inside.wait()
+    done = threading.Event()
+
+    def urgent() -> None:
+        with gate.held(urgent=True):
+            done.set()
+
+    batch = threading.Thread(target=urgent)
+    batch.start()
+    assert done.wait(10)  # while both posts are still inside
+    release.set()
+    for t in [*posts, batch]:
+        t.join(timeout=10)
+
+
+def test_a_thread_inside_a_transaction_opens_another_without_waiting() -> None:
+    gate = UrgentFirst()
+    outer, urgent_in, release, opened = (threading.Event() for _ in range(4))
+
+    def urgent() -> None:
+        with gate.held(urgent=True):
+            urgent_in.set()
+            assert release.wait(10)
+
+    def nested() -> None:
+        with gate.held():
+            outer.set()
+            assert urgent_in.wait(10)
+            with gate.held():  # it may hold rows the urgent one needs: no waiting
+                opened.set()
+
+    holder = threading.Thread(target=nested)
+    holder.start()
+    assert outer.wait(10)
+    batch = threading.Thread(target=urgent)
+    batch.start()
+    assert opened.wait(10)  # while the urgent one still runs
+    assert not release.is_set() and gate.waiting == 0
+
+    def outside() -> None:
+        with gate.held():
+            pass
+
+    waiter = threading.Thread(target=outside)
+    waiter.start()
+    wait_until(lambda: gate.waiting == 1)  # a thread outside any transaction does wait
+    release.set()
+    for th in (batch, holder, waiter):
+        th.join(timeout=10)
+    assert gate.waiting == 0
