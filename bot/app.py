@@ -110,6 +110,7 @@ class App:
             poster=self.poster,
             views=self.views,
             notify=self.outbox.notify,
+            firing=self.outbox.firing,
             fence=self._fence,
             aftermath={
                 REMINDER_KIND: self.action_items.remind,

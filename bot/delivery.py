@@ -76,6 +76,9 @@ class OutboxWorker:
         self.batch = batch
         self.max_lanes = max_lanes
         self._wake = asyncio.Event()
+        # Clear while due timers are being fired (Timers tells :meth:`firing`).
+        self._timers_idle = asyncio.Event()
+        self._timers_idle.set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lanes: dict[Lane, asyncio.Task[int]] = {}
 
@@ -93,6 +96,20 @@ class OutboxWorker:
             self._wake.set()
         else:
             loop.call_soon_threadsafe(self._wake.set)
+
+    def firing(self, on: bool) -> None:
+        """Due timers are being fired (``on``), or no longer: lanes wait to send their
+        next post meanwhile. A firing pass is short and bounded by what is due; it plans
+        the posts (pages and escalations among them) that delivery then sends, and it
+        shares this process's interpreter lock and the database's CPUs with delivery.
+        Sent side by side, a burst of posts made 10,000 timers due at once take 20 s to
+        fire on PostgreSQL instead of 4.5 s (issue 13); on SQLite the writer lock
+        already lets timers first. Callable from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._timers_idle.clear if on else self._timers_idle.set)
 
     async def run(self, poll: float = 1.0) -> None:
         self._loop = asyncio.get_running_loop()
@@ -183,6 +200,7 @@ class OutboxWorker:
         try:
             while rows := await self.store.run(self._next_in_lane, lane):
                 for row in rows:
+                    await self._timers_idle.wait()
                     if row.next_attempt_at > self.clock.now() or not await self._deliver(row):
                         return delivered  # keep the order: the rest waits for this one
                     delivered += 1
@@ -285,10 +303,10 @@ class OutboxWorker:
                 raise Fenced(f"{row.key} was delivered meanwhile")
 
     def _done(self, row: OutboxMessage, ref: dict[str, Any] | None, note: str | None) -> None:
+        """Mark ``row`` sent. Not fenced, unlike the attempt: the platform has accepted
+        the post, and recording that can only keep it from being sent again, whoever
+        leads now (a new leader that reads it pending first finds it by its attempt)."""
         with self.store.transaction() as s:
-            fence = self.fence()
-            if fence is not None:
-                fence.check(s)  # fenced: the new leader finds the post by its attempt
             s.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == row.id)

@@ -132,6 +132,7 @@ class Timers:
         poster: Poster,
         views: IncidentViews,
         notify: Callable[[], None] = lambda: None,
+        firing: Callable[[bool], None] = lambda _on: None,
         fence: Callable[[], FenceCheck | None] = lambda: None,
         aftermath: dict[str, Aftermath] | None = None,
     ) -> None:
@@ -149,6 +150,8 @@ class Timers:
         self.poster = poster
         self.views = views
         self._notify = notify
+        # Told when due timers start and stop being fired (OutboxWorker.firing).
+        self._firing = firing
         self.plan = TimerPlan(config=config, clock=clock)
         self.kinds = IncidentTimers(
             config=config, oncall=oncall, poster=poster, views=views, plan=self.plan
@@ -183,7 +186,11 @@ class Timers:
             fired = 0
             try:
                 while True:
-                    done = self._fire_due(limit)
+                    self._firing(True)
+                    try:
+                        done = self._fire_due(limit)
+                    finally:
+                        self._firing(False)
                     fired += done
                     if done:
                         # The outbox sends them now: under a steady stream of timers the

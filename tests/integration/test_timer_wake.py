@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from bot.app import App
 from bot.clock import FakeClock
+from bot.messages import Message, Room
 from bot.settings import Config
 from bot.store.models import OutboxMessage, Timer
 from bot.timers import BATCH
@@ -136,3 +137,29 @@ async def test_a_timer_planned_on_another_replica_moves_the_leaders_wake_up(
         assert abs(wake_in(leader) - timedelta(seconds=40)) < timedelta(seconds=2)
     finally:
         standby.store.dispose()
+
+
+async def test_lanes_hold_their_next_post_while_due_timers_are_fired(
+    running: tuple[App, Driver, FakeClock],
+) -> None:
+    """Timers first (bot/delivery.py, OutboxWorker.firing): while a firing pass runs, a
+    lane waits to send; when it ends, the post goes out."""
+    app, driver, _clock = running
+    app.outbox.firing(True)  # what Timers says when a pass starts
+    reply = await app.router.handle(
+        Message("console", "operator", "/incident p3 held back", Room("console")),
+        driver.actor(None),
+    )
+    assert reply.ok
+    app.outbox.notify()
+    # The lane has read its post and waits on the firing pass (asyncio.Event's waiters).
+    for _ in range(1000):
+        if app.outbox._timers_idle._waiters:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("no lane came to wait for the firing pass")
+    assert driver.out.getvalue() == ""
+    app.outbox.firing(False)  # the pass ended
+    posts = await driver.posts()
+    assert [p.tag for p in posts] and "held back" in posts[0].text
