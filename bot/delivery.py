@@ -18,7 +18,10 @@ records ``attempted_at`` in a transaction that also checks the lease (the fence)
 A post attempted before — by a process killed since, or a leader paused past its
 lease — may have arrived: the adapter gets ``attempted_at`` and looks for it (Slack:
 the channel's history, by the metadata key) before sending again. The row is marked
-sent, again under the fence, right after the platform accepted it.
+sent right after the platform accepted it (not fenced: that can only prevent a resend).
+
+**Timers first.** While due timers are being fired, lanes wait to send their next post
+(:meth:`OutboxWorker.firing`).
 """
 
 from __future__ import annotations
