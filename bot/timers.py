@@ -33,6 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, ClassVar
 
@@ -119,6 +120,20 @@ def tick(key: str = "") -> None:
         timers.fire_here()
 
 
+_EARLIEST = select(func.min(Timer.due_at)).where(  # the earliest timer still to fire
+    Timer.fired_at.is_(None), Timer.cancelled_at.is_(None)
+)
+
+
+@dataclass
+class _Batch:
+    """What one firing transaction did (a batch that fails is fired again one by one)."""
+
+    ids: list[int] = field(default_factory=list)
+    fired: int = 0
+    earliest: datetime | None = None
+
+
 class Timers:
     """Plans timers (inside the callers' transactions) and fires them (on the leader)."""
 
@@ -188,7 +203,7 @@ class Timers:
                 while True:
                     self._firing(True)
                     try:
-                        done = self._fire_due(limit)
+                        done, earliest = self._fire_due(limit)
                     finally:
                         self._firing(False)
                     fired += done
@@ -198,7 +213,7 @@ class Timers:
                         # poll, then went out in a burst that made the next timers late.
                         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                             self._notify()  # thread-safe (OutboxWorker.notify)
-                    wait = self.wake.end_pass(self.clock.now(), self._earliest(), done > 0)
+                    wait = self.wake.end_pass(self.clock.now(), earliest, done > 0)
                     if wait is None:
                         return fired
                     if wait > 0:
@@ -209,77 +224,74 @@ class Timers:
 
     def _earliest(self) -> datetime | None:
         with self.store.read() as s:
-            return s.scalar(
-                select(func.min(Timer.due_at)).where(
-                    Timer.fired_at.is_(None), Timer.cancelled_at.is_(None)
-                )
-            )
+            return s.scalar(_EARLIEST)
 
-    def _fire_due(self, limit: int) -> int:
+    def _fire_due(self, limit: int) -> tuple[int, datetime | None]:
+        """Fire what is due now, a batch per transaction, up to ``limit`` timers; how
+        many fired, and the earliest timer left pending (read by the last batch)."""
         now = self.clock.now()
-        with self.store.read() as s:
-            ids = list(
+        fired = seen = 0
+        while True:
+            batch = _Batch()
+            size = min(BATCH, limit - seen)
+            try:
+                self._fire_batch(now, size, batch)
+            except Fenced as exc:  # no longer the leader: the new one fires the rest
+                log.warning("timers stopped: fenced", extra={"why": str(exc)})
+                return fired, None
+            except Exception as exc:  # one bad timer must not hold back the others
+                log.warning(
+                    "timer batch failed: firing it one by one",
+                    extra={"timers": len(batch.ids), "error": f"{type(exc).__name__}: {exc}"[:200]},
+                )
+                for timer_id in batch.ids:
+                    try:
+                        fired += self._fire_one(timer_id)
+                    except Fenced as exc:
+                        log.warning("timers stopped: fenced", extra={"why": str(exc)})
+                        return fired, None
+                    except Exception:
+                        log.exception("timer failed", extra={"timer": timer_id})
+                return fired, self._earliest()
+            fired += batch.fired
+            seen += len(batch.ids)
+            if len(batch.ids) < size or seen >= limit:
+                return fired, batch.earliest
+
+    def _fire_batch(self, now: datetime, size: int, batch: _Batch) -> None:
+        """Fire up to ``size`` due timers in one transaction: the due rows selected and
+        locked, their incidents read with one query, every timer marked fired in the
+        commit of its posts; then the earliest still pending (one transaction, not 3)."""
+        with self.store.transaction(urgent=True) as s:
+            timers = list(
                 s.scalars(
-                    select(Timer.id)
+                    select(Timer)
                     .where(
                         Timer.fired_at.is_(None),
                         Timer.cancelled_at.is_(None),
                         Timer.due_at <= now,
                     )
                     .order_by(Timer.due_at, Timer.id)
-                    .limit(limit)
-                )
-            )
-        fired = 0
-        for start in range(0, len(ids), BATCH):
-            chunk = ids[start : start + BATCH]
-            try:
-                fired += self._fire_batch(chunk)
-                continue
-            except Fenced as exc:  # no longer the leader: the new one fires the rest
-                log.warning("timers stopped: fenced", extra={"why": str(exc)})
-                return fired
-            except Exception as exc:  # one bad timer must not hold back the others
-                log.warning(
-                    "timer batch failed: firing it one by one",
-                    extra={"timers": len(chunk), "error": f"{type(exc).__name__}: {exc}"[:200]},
-                )
-            for timer_id in chunk:
-                try:
-                    fired += self._fire_one(timer_id)
-                except Fenced as exc:
-                    log.warning("timers stopped: fenced", extra={"why": str(exc)})
-                    return fired
-                except Exception:
-                    log.exception("timer failed", extra={"timer": timer_id})
-        return fired
-
-    def _fire_batch(self, ids: list[int]) -> int:
-        """Fire due timers in one transaction: their rows locked and their incidents
-        read with one query each; every timer marked fired in the commit of its posts."""
-        with self.store.transaction(urgent=True) as s:
-            fence = self.fence()
-            if fence is not None:
-                fence.check(s)
-            timers = list(
-                s.scalars(
-                    select(Timer)
-                    .where(Timer.id.in_(ids))
-                    .order_by(Timer.due_at, Timer.id)
+                    .limit(size)
                     .with_for_update()
                 )
             )
-            incident_ids = {t.incident_id for t in timers if t.incident_id is not None}
-            # Held for the batch: the session's identity map keeps only what is referenced,
-            # and s.get finds these there instead of reading each again.
-            incidents = (
-                list(s.scalars(select(Incident).where(Incident.id.in_(incident_ids))))
-                if incident_ids
-                else []
-            )
-            fired = sum(self._fire(s, timer) for timer in timers)
-            del incidents
-            return fired
+            batch.ids = [t.id for t in timers]  # kept for firing one by one if this fails
+            if timers:
+                fence = self.fence()
+                if fence is not None:
+                    fence.check(s)
+                incident_ids = {t.incident_id for t in timers if t.incident_id is not None}
+                # Held for the batch: the session's identity map keeps only what is
+                # referenced, and s.get finds these there instead of reading each again.
+                incidents = (
+                    list(s.scalars(select(Incident).where(Incident.id.in_(incident_ids))))
+                    if incident_ids
+                    else []
+                )
+                batch.fired = sum(self._fire(s, timer) for timer in timers)
+                del incidents
+            batch.earliest = s.scalar(_EARLIEST)  # after the flush of what this batch planned
 
     def _fire_one(self, timer_id: int) -> int:
         with self.store.transaction(urgent=True) as s:
