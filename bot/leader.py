@@ -118,7 +118,7 @@ class Leadership:
         asked = time.monotonic()
         now = self.clock.now()
         try:
-            with self.store.transaction(urgent=True) as s:
+            with self.store.lease_transaction() as s:
                 lease = s.get(Lease, LEASE, with_for_update=True)
                 if lease is None:
                     lease = Lease(name=LEASE, holder=self.holder, expires_at=now, generation=1)
@@ -143,7 +143,7 @@ class Leadership:
         return True
 
     def release(self) -> None:
-        with self.store.transaction(urgent=True) as s:
+        with self.store.lease_transaction() as s:
             lease = s.get(Lease, LEASE, with_for_update=True)
             if lease is not None and lease.holder == self.holder:
                 lease.expires_at = self.clock.now()

@@ -183,8 +183,10 @@ class Store:
 
     @contextmanager
     def transaction(self, *, urgent: bool = False) -> Iterator[Session]:
-        """One atomic unit of work. ``urgent``: on SQLite, it goes before the other
-        writers of this process waiting for the database (bot/store/writer.py)."""
+        """One atomic unit of work. ``urgent`` (a timer batch): on SQLite, it goes before
+        the other writers of this process waiting for the database; on PostgreSQL, no
+        other transaction or read of this process begins while it runs
+        (bot/store/writer.py)."""
         if self._writer is None:
             with self._urgent_first.held(urgent=urgent), self._sessions.begin() as session:
                 yield session
@@ -193,7 +195,24 @@ class Store:
             yield session
 
     @contextmanager
+    def lease_transaction(self) -> Iterator[Session]:
+        """The leader's lease (bot/leader.py): first in line for SQLite's writer lock; on
+        PostgreSQL it neither waits for a timer batch nor holds anything back (a takeover
+        may wait seconds for a frozen leader's transactions: this replica's commands
+        must not wait with it)."""
+        if self._writer is None:
+            with self._sessions.begin() as session:
+                yield session
+            return
+        with self.transaction(urgent=True) as session:
+            yield session
+
+    @contextmanager
     def read(self) -> Iterator[Session]:
+        if self._writer is None:  # PostgreSQL: reads, too, wait for an urgent transaction
+            with self._urgent_first.held(), self._sessions() as session:
+                yield session
+            return
         with self._sessions() as session:
             yield session
 

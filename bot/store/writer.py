@@ -67,10 +67,11 @@ class UrgentFirst:
     transactions on the store's threads) a timer batch shared the process's one
     interpreter lock and the server's CPUs with them: every round trip of the batch
     waited for the lock again, and 10,000 timers due at once took 20 s to fire instead
-    of 4.5 s with nothing else running (issue 13). An urgent transaction (a timer batch,
-    the lease) now starts at once; the others wait to begin until no urgent one runs.
-    Transactions already under way finish; a thread already inside a transaction
-    never waits here (it may hold rows the urgent one needs)."""
+    of 4.5 s with nothing else running (issue 13). An urgent transaction (a timer batch)
+    now starts at once; other transactions and reads wait to begin until no urgent one
+    runs (a batch is tens of milliseconds). Those already under way finish; a thread
+    already inside a transaction or a read never waits here (it may hold rows the
+    urgent one needs)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())

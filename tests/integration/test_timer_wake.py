@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 
@@ -16,6 +17,7 @@ from bot.app import App
 from bot.clock import FakeClock
 from bot.messages import Message, Room
 from bot.settings import Config
+from bot.store.db import Store
 from bot.store.models import Incident, OutboxMessage, Timer
 from bot.timers import BATCH
 from tests.conftest import PG_URL
@@ -199,3 +201,56 @@ async def test_a_batch_that_fails_is_fired_again_one_by_one(
         keys = list(s.scalars(select(OutboxMessage.key).where(OutboxMessage.key.like("timer%"))))
     assert unfired == [bad]
     assert sorted(keys) == sorted(f"timer{t.id}@console" for t in timers if t.id != bad)
+
+
+@pytest.mark.skipif(
+    not PG_URL, reason="SQLite has its writer lock (tests/unit/test_writer_lock.py)"
+)
+async def test_on_postgresql_nothing_of_this_process_begins_during_a_timer_batch(
+    db_url: str,
+) -> None:
+    """Timers first on PostgreSQL (bot/store/writer.py UrgentFirst): a read and a
+    transaction asked for while a batch runs begin once it has committed; the lease's
+    transaction holds nobody back."""
+    store = Store(db_url)
+    store.migrate()
+    inside, commit = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def batch() -> None:
+        with store.transaction(urgent=True) as s:
+            s.execute(select(func.count()).select_from(Timer))
+            inside.set()
+            assert commit.wait(30)
+            order.append("batch")
+
+    def read() -> None:
+        with store.read() as s:
+            s.execute(select(func.count()).select_from(Timer))
+            order.append("read")
+
+    def write() -> None:
+        with store.transaction() as s:
+            s.execute(select(func.count()).select_from(Timer))
+            order.append("write")
+
+    def lease() -> None:
+        with store.lease_transaction() as s:
+            s.execute(select(func.count()).select_from(Timer))
+
+    try:
+        running = asyncio.ensure_future(store.run(batch))
+        assert await asyncio.to_thread(inside.wait, 30)
+        waiting = [asyncio.ensure_future(store.run(f)) for f in (read, write)]
+        for _ in range(300):  # (within PostgreSQL's 5 s for a transaction left idle)
+            if store._urgent_first.waiting == 2:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(store.run_lease(lease), 30)  # not held back
+        assert store._urgent_first.waiting == 2 and order == []
+        commit.set()
+        await asyncio.wait_for(asyncio.gather(running, *waiting), 30)
+        assert order[0] == "batch" and sorted(order[1:]) == ["read", "write"]
+    finally:
+        commit.set()
+        store.dispose()
