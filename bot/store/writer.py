@@ -14,6 +14,7 @@ Re-entrant: a transaction opened inside another on the same thread was allowed b
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -71,11 +72,17 @@ class UrgentFirst:
     now starts at once; other transactions and reads wait to begin until no urgent one
     runs (a batch is tens of milliseconds). Those already under way finish; a thread
     already inside a transaction or a read never waits here (it may hold rows the
-    urgent one needs)."""
+    urgent one needs). In a burst of back-to-back batches, those held back for
+    ``fair_after`` seconds begin before the next batch does: a command waits about that
+    long and one batch, not for the whole burst (letting every one of them in after
+    each batch made 10,000 timers due at once take 9.5 s instead of 7.7 s)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fair_after: float = 0.1) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._urgent = 0  # urgent transactions running
+        self._admitting = 0  # held back long enough: they begin before the next batch
+        self._held_since = 0.0  # when the longest waiting of them began to wait
+        self._fair_after = fair_after
         self._depth = threading.local()
         self.waiting = 0  # transactions waiting to begin
 
@@ -84,14 +91,22 @@ class UrgentFirst:
         depth: int = getattr(self._depth, "n", 0)
         with self._cond:
             if urgent:
+                while self._admitting:
+                    self._cond.wait()
                 self._urgent += 1
             elif depth == 0 and self._urgent:
+                if not self.waiting:
+                    self._held_since = time.monotonic()
                 self.waiting += 1
                 try:
                     while self._urgent:
                         self._cond.wait()
                 finally:
                     self.waiting -= 1
+                    if self._admitting:
+                        self._admitting -= 1
+                        if not self._admitting:
+                            self._cond.notify_all()
         self._depth.n = depth + 1
         try:
             yield
@@ -101,4 +116,7 @@ class UrgentFirst:
                 with self._cond:
                     self._urgent -= 1
                     if not self._urgent:
+                        held = time.monotonic() - self._held_since
+                        if self.waiting and held >= self._fair_after:
+                            self._admitting = self.waiting
                         self._cond.notify_all()

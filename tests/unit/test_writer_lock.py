@@ -164,3 +164,33 @@ def test_a_thread_inside_a_transaction_opens_another_without_waiting() -> None:
     for th in (batch, holder, waiter):
         th.join(timeout=10)
     assert gate.waiting == 0
+
+
+def test_those_held_back_by_a_batch_begin_before_the_next_batch() -> None:
+    """Back-to-back batches (a burst of timers) on one thread: a command held back long
+    enough (here: at all) begins before the next batch, not after the whole burst."""
+    gate = UrgentFirst(fair_after=0)
+    order: list[str] = []
+    first_in, release = threading.Event(), threading.Event()
+
+    def batches() -> None:
+        with gate.held(urgent=True):
+            first_in.set()
+            assert release.wait(10)
+        with gate.held(urgent=True):  # at once, as the firing thread does
+            order.append("batch 2")
+
+    def command() -> None:
+        with gate.held():
+            order.append("command")
+
+    firing = threading.Thread(target=batches)
+    firing.start()
+    assert first_in.wait(10)
+    waiter = threading.Thread(target=command)
+    waiter.start()
+    wait_until(lambda: gate.waiting == 1)
+    release.set()
+    for t in (firing, waiter):
+        t.join(timeout=10)
+    assert order == ["command", "batch 2"]
