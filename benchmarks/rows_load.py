@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import time
@@ -25,22 +26,27 @@ from benchmarks.procs import (
     fresh_database,
     migrate,
 )
-from benchmarks.rows_chat import slack_env
+from benchmarks.rows_chat import slack_env, team_config
 
 # ---- B3: the alert storm --------------------------------------------------------------
 
 
-async def _storm(url: str, bodies: list[bytes], senders: int) -> tuple[float, dict[int, int]]:
-    """Every body posted once, ``senders`` at a time; seconds taken, answers by status."""
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
+async def _storm(
+    url: str, bodies: list[bytes], senders: int, sent: dict[int, float] | None = None
+) -> tuple[float, dict[int, int]]:
+    """Every body posted once, ``senders`` at a time; seconds taken, answers by status.
+    ``sent``: filled with each body's (by index) wall-clock time of sending."""
+    queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+    for item in enumerate(bodies):
+        queue.put_nowait(item)
     statuses: dict[int, int] = {}
     headers = {"Authorization": f"Bearer {AM_TOKEN}", "Content-Type": "application/json"}
 
     async def sender(http: aiohttp.ClientSession) -> None:
         while not queue.empty():
-            body = queue.get_nowait()
+            index, body = queue.get_nowait()
+            if sent is not None:
+                sent[index] = time.time()
             async with http.post(url, data=body, headers=headers) as answer:
                 await answer.read()
                 statuses[answer.status] = statuses.get(answer.status, 0) + 1
@@ -119,6 +125,53 @@ def b3(folder: Path, db: str | None, reps: int, size: dict[str, Any]) -> list[Re
                     extra={"incidents": incidents, "lost": lost, "statuses": statuses},
                 )
             )
+    return out
+
+
+def b3p(folder: Path, db: str | None, reps: int, size: dict[str, Any]) -> list[Rep]:
+    """P0 pages during the storm: B3's storm with Slack on (the fake, its own process,
+    1 post a second per channel like Slack); for every P0 group (one in four), from its
+    notification's POST to its page, a direct message to the person on call."""
+    groups, per_group, senders = size["b3_groups"], size["b3_per_group"], size["b3_senders"]
+    bodies = [payload(g, per_group) for g in range(groups)]
+    p0 = [g for g in range(groups) if g % 4 == 0]  # payload(): severity p0 for these
+    out = []
+    for _ in range(reps):
+        with fake_process("slack") as slack, fresh_database(db, folder) as url:
+            migrate(url)
+            env = {**slack_env(slack), "PIRA_ALERTMANAGER_TOKEN": AM_TOKEN}
+            with Pira(folder, db_url=url, config=team_config(), env=env, name="b3p") as pira:
+                pira.wait_ready()
+                since = slack.mark()
+                sent: dict[int, float] = {}
+                asyncio.run(_storm(f"{pira.url}/alertmanager", bodies, senders, sent))
+                late = []
+                for g in p0:
+                    named = re.compile(rf"(StormAlert|Storm alert ){g}(?!\d)")
+                    pages = slack.wait_calls(
+                        "chat.postMessage",
+                        1,
+                        since=since,
+                        timeout=300,
+                        match=lambda c, named=named: (
+                            c["channel"] == "U0ALICE" and named.search(str(c["text"])) is not None
+                        ),
+                    )
+                    if not pages:
+                        raise RuntimeError(f"no page for group {g}:\n{pira.tail()}")
+                    late.append(pages[0]["time"] - sent[g])
+        late.sort()
+        out.append(
+            Rep(
+                late[-1],
+                extra={
+                    "pages": len(late),
+                    "first_s": round(late[0], 3),
+                    "p50_s": round(late[len(late) // 2], 3),
+                    "within_10_s": sum(1 for t in late if t <= 10),
+                },
+            )
+        )
     return out
 
 
