@@ -84,10 +84,6 @@ class OutboxWorker:
         self._timers_idle.set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lanes: dict[Lane, asyncio.Task[int]] = {}
-        # Notices of new posts so far, and their count when each lane last read its
-        # posts: a lane whose read came back short stops unless a post came meanwhile.
-        self._notices = 0
-        self._read_at: dict[Lane, int] = {}
 
     def notify(self) -> None:
         """Something was enqueued: deliver now instead of at the next poll. Callable
@@ -100,13 +96,9 @@ class OutboxWorker:
         except RuntimeError:
             running = None
         if running is loop:
-            self._noticed()
+            self._wake.set()
         else:
-            loop.call_soon_threadsafe(self._noticed)
-
-    def _noticed(self) -> None:
-        self._notices += 1
-        self._wake.set()
+            loop.call_soon_threadsafe(self._wake.set)
 
     def firing(self, on: bool) -> None:
         """Due timers are being fired (``on``), or no longer: lanes wait to send their
@@ -162,8 +154,6 @@ class OutboxWorker:
 
     def _lane_done(self, lane: Lane, _task: asyncio.Task[int]) -> None:
         self._lanes.pop(lane, None)
-        if self._read_at.pop(lane, self._notices) != self._notices:
-            self._wake.set()  # a post came after the lane's last read: look again
 
     async def deliver_due(self) -> int:
         """Deliver everything due now (lanes already draining included) and wait for
@@ -211,16 +201,12 @@ class OutboxWorker:
         """Deliver a lane's posts in order until it is empty or has to wait."""
         delivered = 0
         try:
-            while True:
-                self._read_at[lane] = seen = self._notices
-                rows = await self.store.run(self._next_in_lane, lane)
+            while rows := await self.store.run(self._next_in_lane, lane):
                 for row in rows:
                     await self._timers_idle.wait()
                     if row.next_attempt_at > self.clock.now() or not await self._deliver(row):
                         return delivered  # keep the order: the rest waits for this one
                     delivered += 1
-                if len(rows) < self.batch and self._notices == seen:
-                    return delivered  # all it had; nothing was stored since the read
         except Fenced as exc:
             log.warning("delivery stopped: fenced", extra={"lane": lane[1], "why": str(exc)})
         except Exception as exc:  # the database went away: the next pass starts again
