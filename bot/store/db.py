@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -92,10 +92,12 @@ class Store:
         elif self.engine.dialect.name == "postgresql":
             event.listen(self.engine, "connect", _postgres_session)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        # SQLite: this process's writers take turns here, not by polling SQLite's lock.
-        self._writer = WriterLock() if self.engine.dialect.name == "sqlite" else None
-        # PostgreSQL: side by side, but the urgent first (the same module).
-        self._urgent_first = UrgentFirst()
+        # Who goes first (bot/store/writer.py). SQLite: this process's writers take
+        # turns, not by polling SQLite's lock, the urgent first. PostgreSQL: side by
+        # side, but nothing begins while an urgent one (a timer batch) runs.
+        self._turns: WriterLock | UrgentFirst = (
+            WriterLock() if self.engine.dialect.name == "sqlite" else UrgentFirst()
+        )
         self._threads = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="pira-db")
         # The leader's lease on a thread of its own: renewing it must not queue behind a
         # burst of work on the shared threads (10,000 timers due at once put thousands of
@@ -187,11 +189,7 @@ class Store:
         the other writers of this process waiting for the database; on PostgreSQL, no
         other transaction or read of this process begins while it runs
         (bot/store/writer.py)."""
-        if self._writer is None:
-            with self._urgent_first.held(urgent=urgent), self._sessions.begin() as session:
-                yield session
-            return
-        with self._writer.held(urgent=urgent), self._sessions.begin() as session:
+        with self._turns.held(urgent=urgent), self._sessions.begin() as session:
             yield session
 
     @contextmanager
@@ -200,7 +198,7 @@ class Store:
         PostgreSQL it neither waits for a timer batch nor holds anything back (a takeover
         may wait seconds for a frozen leader's transactions: this replica's commands
         must not wait with it)."""
-        if self._writer is None:
+        if isinstance(self._turns, UrgentFirst):
             with self._sessions.begin() as session:
                 yield session
             return
@@ -209,11 +207,9 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        if self._writer is None:  # PostgreSQL: reads, too, wait for an urgent transaction
-            with self._urgent_first.held(), self._sessions() as session:
-                yield session
-            return
-        with self._sessions() as session:
+        # PostgreSQL: reads, too, wait for an urgent transaction (SQLite's don't block).
+        waits = isinstance(self._turns, UrgentFirst)
+        with self._turns.held() if waits else nullcontext(), self._sessions() as session:
             yield session
 
     def ping(self) -> None:

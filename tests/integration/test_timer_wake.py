@@ -243,11 +243,11 @@ async def test_on_postgresql_nothing_of_this_process_begins_during_a_timer_batch
         assert await asyncio.to_thread(inside.wait, 30)
         waiting = [asyncio.ensure_future(store.run(f)) for f in (read, write)]
         for _ in range(300):  # (within PostgreSQL's 5 s for a transaction left idle)
-            if store._urgent_first.waiting == 2:
+            if store._turns.waiting == 2:
                 break
             await asyncio.sleep(0.01)
         await asyncio.wait_for(store.run_lease(lease), 30)  # not held back
-        assert store._urgent_first.waiting == 2 and order == []
+        assert store._turns.waiting == 2 and order == []
         commit.set()
         await asyncio.wait_for(asyncio.gather(running, *waiting), 30)
         assert order[0] == "batch" and sorted(order[1:]) == ["read", "write"]
