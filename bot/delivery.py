@@ -22,6 +22,9 @@ sent right after the platform accepted it (not fenced: that can only prevent a r
 
 **Timers first.** While due timers are being fired, lanes wait to send their next post
 (:meth:`OutboxWorker.firing`).
+
+**Folds.** Pages to one person that pile up in their DM lane go out as one message,
+recorded as such with the attempt (bot/delivery_fold.py).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from bot import delivery_fold as fold
 from bot.clock import Clock
 from bot.messages import Button, Destination
 from bot.outbox import (
@@ -202,11 +206,22 @@ class OutboxWorker:
         delivered = 0
         try:
             while rows := await self.store.run(self._next_in_lane, lane):
-                for row in rows:
+                i = 0
+                while i < len(rows):
                     await self._timers_idle.wait()
-                    if row.next_attempt_at > self.clock.now() or not await self._deliver(row):
+                    row = rows[i]
+                    if row.next_attempt_at > self.clock.now():
                         return delivered  # keep the order: the rest waits for this one
-                    delivered += 1
+                    if row.fold_of is not None:  # attempted before: the same posts again
+                        group = await self.store.run(fold.members, self.store, row)
+                    else:
+                        group = fold.gather(rows, i, self.clock.now())
+                    if not await self._deliver(group):
+                        return delivered
+                    delivered += len(group)
+                    if row.fold_of is not None:
+                        break  # its members need not follow it in ``rows``: read again
+                    i += len(group)
         except Fenced as exc:
             log.warning("delivery stopped: fenced", extra={"lane": lane[1], "why": str(exc)})
         except Exception as exc:  # the database went away: the next pass starts again
@@ -220,7 +235,9 @@ class OutboxWorker:
         with self.store.read() as session:
             return session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
 
-    async def _deliver(self, row: OutboxMessage) -> bool:
+    async def _deliver(self, rows: list[OutboxMessage]) -> bool:
+        """Send one message: a post, or a fold of several (the first leads)."""
+        row = rows[0]
         adapter = self.adapters[row.platform]
         body = row.body
         original_ref = None
@@ -228,7 +245,7 @@ class OutboxWorker:
             original = await self.store.run(self._by_key, f"{body['edit_of']}@{row.platform}")
             if original is None or original.status == "failed":
                 await self.store.run(
-                    self._done, row, None, "the message to edit was never delivered"
+                    self._done, rows, None, "the message to edit was never delivered"
                 )
                 return True
             if original.status != "sent":
@@ -242,20 +259,25 @@ class OutboxWorker:
             raise Fenced("the lease lapsed on this replica")
 
         async def admitted() -> None:
-            await self.store.run(self._attempt, row, fence)
+            await self.store.run(self._attempt, rows, fence)
             # Looked at again as this task resumes, right before the adapter's request:
             # a replica frozen while the attempt committed must not send on waking.
             if fence is not None and not fence.valid():
                 raise Fenced("the lease lapsed on this replica")
 
         try:
-            text = self.renderer.render(row.platform, body["template"], body["data"])
+            if len(rows) > 1:
+                text = fold.text(self.renderer, row.platform, rows)
+                buttons = fold.buttons(rows)
+            else:
+                text = self.renderer.render(row.platform, body["template"], body["data"])
+                buttons = tuple(Button.from_json(b) for b in body.get("buttons", []))
             message = Outbound(
-                key=row.key,
+                key=row.fold_of or row.key,
                 destination=Destination(row.destination),
                 text=text,
-                buttons=tuple(Button.from_json(b) for b in body.get("buttons", [])),
-                incident=row.incident_id,
+                buttons=buttons,
+                incident=fold.incident(rows),
                 template=body["template"],
                 data=body["data"],
                 edit_of=body.get("edit_of"),
@@ -272,13 +294,13 @@ class OutboxWorker:
         except Fenced:
             raise
         except DeliveryError as exc:
-            await self.store.run(self._failed, row, str(exc), exc.retry_after, exc.permanent)
+            await self.store.run(self._failed, rows, str(exc), exc.retry_after, exc.permanent)
             return False
         except Exception as exc:  # an adapter bug must not stop other rooms' posts
             log.exception("outbox delivery crashed", extra={"key": row.key})
-            await self.store.run(self._failed, row, f"{type(exc).__name__}: {exc}", None, False)
+            await self.store.run(self._failed, rows, f"{type(exc).__name__}: {exc}", None, False)
             return False
-        await self.store.run(self._done, row, ref, None)
+        await self.store.run(self._done, rows, ref, None)
         return True
 
     def _file(self, file_id: int) -> Attachment | None:
@@ -288,31 +310,38 @@ class OutboxWorker:
                 return None
             return Attachment(name=stored.name, mime=stored.mime, content=stored.content)
 
-    def _attempt(self, row: OutboxMessage, fence: FenceCheck | None) -> None:
-        """Record that a send of ``row`` is being attempted, under the fence: a replica
-        that lost the lease, or a row already delivered, sends nothing."""
+    def _attempt(self, rows: list[OutboxMessage], fence: FenceCheck | None) -> None:
+        """Record that a send of ``rows`` (one post, or a fold and who is in it) is being
+        attempted, under the fence: a replica that lost the lease, or a row already
+        delivered, sends nothing."""
+        values: dict[str, Any] = {"attempted_at": self.clock.now()}
+        if len(rows) > 1:
+            values["fold_of"] = rows[0].fold_of or rows[0].key
         with self.store.transaction() as s:
             if fence is not None:
                 fence.check(s)
-            # One statement (it locks the row on PostgreSQL as FOR UPDATE would): every
+            # One statement (it locks the rows on PostgreSQL as FOR UPDATE would): every
             # post costs two commits, and on SQLite's one writer they add up in a burst.
             marked = s.execute(
                 update(OutboxMessage)
-                .where(OutboxMessage.id == row.id, OutboxMessage.status == "pending")
-                .values(attempted_at=self.clock.now())
+                .where(OutboxMessage.id.in_([r.id for r in rows]))
+                .where(OutboxMessage.status == "pending")
+                .values(**values)
                 .execution_options(synchronize_session=False)
             )
-            if not getattr(marked, "rowcount", 0):
-                raise Fenced(f"{row.key} was delivered meanwhile")
+            if getattr(marked, "rowcount", 0) != len(rows):  # rolled back: nothing marked
+                raise Fenced(f"{rows[0].key} was delivered meanwhile")
 
-    def _done(self, row: OutboxMessage, ref: dict[str, Any] | None, note: str | None) -> None:
-        """Mark ``row`` sent. Not fenced, unlike the attempt: the platform has accepted
+    def _done(
+        self, rows: list[OutboxMessage], ref: dict[str, Any] | None, note: str | None
+    ) -> None:
+        """Mark ``rows`` sent. Not fenced, unlike the attempt: the platform has accepted
         the post, and recording that can only keep it from being sent again, whoever
         leads now (a new leader that reads it pending first finds it by its attempt)."""
         with self.store.transaction() as s:
             s.execute(
                 update(OutboxMessage)
-                .where(OutboxMessage.id == row.id)
+                .where(OutboxMessage.id.in_([r.id for r in rows]))
                 .values(
                     status="sent",
                     sent_at=self.clock.now(),
@@ -324,35 +353,44 @@ class OutboxWorker:
             )
 
     def _failed(
-        self, row: OutboxMessage, reason: str, retry_after: float | None, permanent: bool
+        self, rows: list[OutboxMessage], reason: str, retry_after: float | None, permanent: bool
     ) -> None:
+        key, platform = rows[0].key, rows[0].platform
         with self.store.transaction() as s:
             fence = self.fence()
             if fence is not None:
                 fence.check(s)
-            fresh = s.get(OutboxMessage, row.id)
-            if fresh is None:
+            found = [m for r in rows if (m := s.get(OutboxMessage, r.id)) is not None]
+            for fresh in found:
+                fresh.attempts += 1
+                fresh.error = reason[:500]
+            if not found:
                 return
-            fresh.attempts += 1
-            fresh.error = reason[:500]
+            if permanent and len(found) > 1:  # a fold refused: its posts go one by one
+                for fresh in found:
+                    fresh.fold_of = None
+                log.warning("outbox fold refused, sent one by one", extra={"key": key})
+                return
             if permanent:
-                fresh.status = "failed"
+                found[0].status = "failed"
                 log.error(
                     "outbox post failed permanently",
-                    extra={"key": row.key, "platform": row.platform, "reason": reason[:200]},
+                    extra={"key": key, "platform": platform, "reason": reason[:200]},
                 )
                 return
+            attempts = max(f.attempts for f in found)
             if retry_after is not None:
                 delay = timedelta(seconds=retry_after)
             else:
-                delay = min(MAX_BACKOFF, timedelta(seconds=2 ** min(fresh.attempts, 9)))
-            fresh.next_attempt_at = self.clock.now() + delay
+                delay = min(MAX_BACKOFF, timedelta(seconds=2 ** min(attempts, 9)))
+            for fresh in found:
+                fresh.next_attempt_at = self.clock.now() + delay
             log.warning(
                 "outbox delivery postponed",
                 extra={
-                    "key": row.key,
-                    "platform": row.platform,
-                    "attempt": fresh.attempts,
+                    "key": key,
+                    "platform": platform,
+                    "attempt": attempts,
                     "retry_in_s": delay.total_seconds(),
                     "reason": reason[:200],
                 },

@@ -140,6 +140,10 @@ class OutboxMessage(Base):
     # Set when a send is admitted by the platform's rate limiter: an attempted post
     # may have arrived and is looked up before it is sent again.
     attempted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Sent in one message with others (a fold, bot/delivery_fold.py): the key of the
+    # fold's first post, recorded with the attempt, so a fold tried before a restart is
+    # tried again, or found, with exactly the same posts.
+    fold_of: Mapped[str | None] = mapped_column(String(300))
 
     __table_args__ = (
         Index("ix_outbox_due", "status", "next_attempt_at"),

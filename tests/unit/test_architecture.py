@@ -46,6 +46,7 @@ SERVICES = {
     "bot/incident_posts.py",
     "bot/metrics.py",
     "bot/delivery.py",
+    "bot/delivery_fold.py",
     "bot/incident_change.py",
     "bot/action_items.py",
     "bot/files.py",
