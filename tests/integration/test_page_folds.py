@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.adapters.slack import SlackAdapter
+from bot.adapters.telegram import TelegramAdapter
 from bot.app import App
 from bot.clock import FakeClock
 from bot.messages import Button, Destination
@@ -21,6 +22,7 @@ from bot.outbox import enqueue
 from bot.settings import Channel, Channels, Config, Person
 from bot.store.models import OutboxMessage
 from tests.fakes.slack_api import FakeSlack
+from tests.fakes.telegram_api import FakeTelegram
 
 CONFIG = Config(
     people={"alice": Person(name="Alice", slack="U0ALICE", roles=("responder",))},
@@ -226,3 +228,37 @@ async def test_a_fold_refused_for_good_goes_again_one_page_at_a_time(
         app.store.dispose()
     assert [paged(m) for m in dm(slack)] == [[1], [2], [3]]
     assert {r.status for r in rows(app).values()} == {"sent"}
+
+
+async def test_a_fold_on_telegram_is_one_message_with_a_button_for_each_page(
+    make_app: Callable[..., App],
+) -> None:
+    async with FakeTelegram() as tg:
+        tg.add_private_chat(1001, "alice")
+        app = make_app(
+            config=Config.model_validate({"people": {"alice": {"name": "A", "telegram": 1001}}}),
+            clock=FakeClock(),
+            env={"PIRA_TELEGRAM_TOKEN": tg.token, "PIRA_TELEGRAM_API_URL": tg.url},
+        )
+        adapter = TelegramAdapter(app.chat_deps())
+        app.add_adapter(adapter)
+        await adapter.bot.initialize()
+        await asyncio.to_thread(app.store.migrate)
+        enqueue_posts(app, [7, 8, 9], Destination.dm("alice"))
+        try:
+            assert await app.outbox.deliver_due() == 3
+        finally:
+            app.store.dispose()
+            await adapter.bot.shutdown()
+        (message,) = tg.sent_messages(1001)
+    text = message["text"]
+    assert text.startswith("🔔 3 pages: #7, #8, #9")
+    assert [text.index(f"storm incident {n}") for n in (7, 8, 9)] == sorted(
+        text.index(f"storm incident {n}") for n in (7, 8, 9)
+    )
+    keyboard = message["reply_markup"]["inline_keyboard"]
+    assert [(b["text"], b["callback_data"]) for row in keyboard for b in row] == [
+        ("Acknowledge #7", "/ack #7"),
+        ("Acknowledge #8", "/ack #8"),
+        ("Acknowledge #9", "/ack #9"),
+    ]
