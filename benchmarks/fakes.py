@@ -10,7 +10,7 @@ bot's CPU time slices or event loop. The launcher prints one JSON line on stdout
 on loopback for the driver (:class:`FakeProcess` is its client):
 
 - ``GET /calls?method=M&since=N``: the calls recorded from the N-th on (method, time,
-  outcome, delivered, channel or chat id, the start of the text, the path);
+  outcome, delivered, channel or chat id, the text (its first 5,000 characters), the path);
 - ``POST /push`` (Telegram): a JSON list of updates queued for getUpdates;
 - ``POST /latency`` (Kubernetes): ``{"latency": seconds}`` added to every answer;
 - ``POST /clear``: forget the calls recorded so far.
@@ -46,7 +46,7 @@ def _summary(call: Any) -> dict[str, Any]:
         "delivered": call.delivered,
         "channel": params.get("channel"),
         "chat_id": params.get("chat_id"),
-        "text": text[:300] if isinstance(text, str) else None,
+        "text": text[:5000] if isinstance(text, str) else None,  # a fold of pages whole
         "path": call.path,
     }
 

@@ -174,7 +174,21 @@ def _answer_rate(
     last = max(c["time"] for c in sent[:expected])
     calls, _ = fake.calls("sendMessage", since)
     failed = [f"{c['outcome']}: {c['text']!r:.60}" for c in calls if not c["delivered"]]
-    missing = {"unanswered": expected - len(sent[:expected]), "failed_calls": failed[:5]}
+    missing: dict[str, Any] = {
+        "unanswered": expected - len(sent[:expected]),
+        "failed_calls": failed[:5],
+    }
+    if missing["unanswered"]:  # which chats, what they got, and whether it came late
+        per_chat = expected // len({u["message"]["chat"]["id"] for u in updates})
+        later = fake.wait_calls(
+            "sendMessage", expected, since=since, timeout=30, match=lambda c: int(c["chat_id"]) > 0
+        )
+        got: dict[int, list[str]] = {}
+        for c in later:
+            got.setdefault(int(c["chat_id"]), []).append(str(c["text"])[:40])
+        short = {chat: texts for chat, texts in got.items() if len(texts) < per_chat}
+        missing["short_chats"] = dict(list(short.items())[:5])
+        missing["answered_within_90_s"] = len(later)
     return len(sent[:expected]) / expected * len(updates) / (last - started), missing
 
 

@@ -111,7 +111,6 @@ def targets(pg: bool, size: dict[str, Any]) -> dict[str, Row]:
             "s",
             "—",
             Target("≤ 10 s", lambda f, b: f <= 10),
-            reps=1,
         ),
         Row(
             "B4a",
