@@ -12,7 +12,8 @@ recorded with its attempt (``OutboxMessage.fold_of``: the key of its first post,
 the fenced transaction that records the attempt). A fold attempted before a restart
 is sent again, or found in the channel by that key, with exactly the same members; a
 post attempted alone is never folded afterwards. A fold the platform refuses for good
-is split: its posts go again one by one (each looked for first, being attempted).
+is split: its posts go again one by one, each looked for first by its own key (a long
+fold Slack took in parts, then refused, may show a page twice: twice, never lost).
 
 Only the chat pages of ``dm:`` lanes fold: a phone page (ntfy, PagerDuty, a webhook)
 carries one incident's acknowledgement and goes alone, and pages are never edited, so

@@ -13,21 +13,16 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bot.adapters.slack import SlackAdapter
 from bot.adapters.telegram import TelegramAdapter
 from bot.app import App
 from bot.clock import FakeClock
 from bot.messages import Button, Destination
 from bot.outbox import enqueue
-from bot.settings import Channel, Channels, Config, Person
+from bot.settings import Config
 from bot.store.models import OutboxMessage
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.telegram_api import FakeTelegram
-
-CONFIG = Config(
-    people={"alice": Person(name="Alice", slack="U0ALICE", roles=("responder",))},
-    channels=Channels(incidents=Channel(slack="C0INCIDENTS")),
-)
+from tests.integration.test_slack_delivery import started  # alice is U0ALICE there
 
 
 @pytest.fixture
@@ -35,17 +30,6 @@ async def slack() -> AsyncIterator[FakeSlack]:
     async with FakeSlack(rate_limits=False) as fake:
         fake.add_user("U0ALICE", "alice")
         yield fake
-
-
-async def started(make_app: Callable[..., App], slack: FakeSlack, clock: FakeClock) -> App:
-    app = make_app(
-        config=CONFIG,
-        clock=clock,
-        env={"PIRA_SLACK_BOT_TOKEN": slack.bot_token, "PIRA_SLACK_API_URL": slack.url},
-    )
-    app.add_adapter(SlackAdapter(app.chat_deps(), timeout=1.0))
-    await asyncio.to_thread(app.store.migrate)
-    return app
 
 
 def page(n: int) -> dict[str, Any]:
