@@ -254,3 +254,40 @@ async def test_on_postgresql_nothing_of_this_process_begins_during_a_timer_batch
     finally:
         commit.set()
         store.dispose()
+
+
+async def test_a_run_the_scheduler_skipped_is_asked_for_again_not_left_to_the_poll(
+    running: tuple[App, Driver, FakeClock],
+) -> None:
+    """APScheduler runs the firing job one instance at a time and skips a run that comes
+    while one is running. A timer planned while no pass fires moves the job; if the
+    instance before has not returned yet (one ending its pass, or one waiting to begin
+    it), that run is skipped. The wake-up must not then be left to the poll (an hour
+    here): it is asked for again, and the timers fire once the instance is done."""
+    from apscheduler.events import EVENT_JOB_MAX_INSTANCES
+
+    app, _d, clock = running
+    scheduler = app.timers.scheduler
+    assert scheduler is not None
+    skips = threading.Event()
+    scheduler.add_listener(lambda _ev: skips.set(), EVENT_JOB_MAX_INSTANCES)
+    held = app.timers._lock  # an instance that runs waits for it before its pass
+    assert held.acquire(timeout=5)
+    try:
+        plan(app, "test:first", clock.now())  # the job moved to now: an instance starts
+        await asyncio.sleep(0.3)  # …and waits for the lock, its pass not begun
+        plan(app, "test:sooner", clock.now() - timedelta(seconds=1))  # moved again: skipped
+        assert await asyncio.to_thread(skips.wait, 10)
+        # Asked for again, within a moment; without that, the job's next run is the poll.
+        assert wake_in(app) < timedelta(seconds=1)
+    finally:
+        held.release()
+
+    def ours() -> list[str]:
+        return [t.key for t in pending(app) if t.key.startswith("test:")]
+
+    for _ in range(200):
+        if not ours():
+            break
+        await asyncio.sleep(0.05)
+    assert ours() == []  # both fired, by the scheduler's runs alone
