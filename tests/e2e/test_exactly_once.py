@@ -114,20 +114,31 @@ def all_sent(url: str, platform: str | None = "slack") -> bool:
 
 
 def tally(url: str, slack: FakeSlack) -> tuple[int, int, int]:
-    """(posts, doubled, lost): every outbox post (edits aside) against Slack's copies."""
+    """(posts, doubled, lost): every outbox post (edits aside) against Slack's copies. A
+    page that went in a fold (bot/delivery_fold.py) is the message of its fold's key,
+    and that message must show it (its incident's page)."""
     found = posted_keys(slack)
+    texts: collections.defaultdict[str, str] = collections.defaultdict(str)
+    for channel in list(slack.history):
+        for message in slack.messages(channel):
+            if (mark := metadata_key(message)) is not None:  # every part of a long fold
+                texts[mark[0]] += str(message.get("text", "")) + "\n"
     posts = doubled = lost = 0
     for row in outbox(url):
         if row.body.get("edit_of"):
             continue
         posts += 1
-        copies = found.get((row.key, 0), 0)
+        key = row.fold_of or row.key
+        copies = found.get((key, 0), 0)
+        if row.fold_of and f"#{row.body['data']['number']} " not in texts[key]:
+            print(f"folded: {row.key} not in the message of {key}")
+            copies = 0
         if copies > 1:
             times = [
                 m["ts"]
                 for c in list(slack.history)
                 for m in slack.messages(c)
-                if metadata_key(m) == (row.key, 0)
+                if metadata_key(m) == (key, 0)
             ]
             print(f"doubled: {row.key} ×{copies} at {times}")
         doubled += max(0, copies - 1)
