@@ -14,23 +14,16 @@ run): a timer due later than it changes nothing, so planning a thousand timers c
 no scheduler write at all when one is due sooner.
 
 A wake-up asked for while a firing pass runs (APScheduler would skip a second run of
-the job) sets ``again``: the pass goes on until nothing more is due. A run APScheduler
-skipped all the same — the job was moved to a time that came before its running
-instance had returned, as when a pass ends by moving the job to a timer due a few
-milliseconds later — is asked for again (:meth:`Wake.skipped`): skipped, the job
-would next run on the poll, and the timers due meanwhile would fire up to a second
-late (seen in issue 13's B4: all the timers of a second fired together at its end).
+the job) sets ``again``: the pass goes on until nothing more is due.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
@@ -42,20 +35,6 @@ RETRY = timedelta(milliseconds=200)
 # steady stream of timers, one scheduler round trip (its job store's writes) per timer
 # would cost more than the wait.
 HOLD = timedelta(milliseconds=100)
-# A run skipped while no pass fires (one ending, or about to begin) is asked for again
-# this soon: by then the instance that made APScheduler skip it has returned.
-SKIPPED_AGAIN = timedelta(milliseconds=20)
-
-
-class _SkippedRun(logging.Filter):
-    """APScheduler warns of every run it skips; those are expected (a poll that comes
-    while a burst fires; a move that came before the instance returned) and handled."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "maximum number of running instances reached" not in record.getMessage()
-
-
-_SKIPPED_RUN = _SkippedRun()
 
 
 class Wake:
@@ -114,35 +93,6 @@ class Wake:
         if target is not None:
             self.move(target)
         return None
-
-    def skipped(self, now: datetime) -> datetime | None:
-        """APScheduler skipped a run of the job: its instance was still running. While
-        a pass fires, that pass takes another look; otherwise (the instance was ending,
-        or not yet begun) the run is due again shortly: when (None: nothing to do)."""
-        with self._lock:
-            if self.armed is None:
-                return None
-            if self.firing:
-                self.again = True
-                return None
-            self.armed = now + SKIPPED_AGAIN
-            return self.armed
-
-    def watch_skips(
-        self,
-        scheduler: Any,
-        job_id: str,
-        move: Callable[[datetime], None],
-        now: Callable[[], datetime],
-    ) -> None:
-        """Listen to ``scheduler``'s skipped runs of ``job_id`` (:meth:`skipped`)."""
-        logging.getLogger("apscheduler.scheduler").addFilter(_SKIPPED_RUN)  # once: a set
-
-        def skipped(ev: JobSubmissionEvent) -> None:
-            if ev.job_id == job_id and (again := self.skipped(now())) is not None:
-                move(again)
-
-        scheduler.add_listener(skipped, EVENT_JOB_MAX_INSTANCES)
 
     # ---- the planners' side ------------------------------------------------------------
 

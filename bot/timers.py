@@ -76,6 +76,17 @@ POLL = timedelta(seconds=1)
 Aftermath = Callable[[Session, Timer, datetime, str | None], None]
 
 
+class _SkippedPoll(logging.Filter):
+    """The firing job runs until nothing more is due (a burst, a steady stream): the
+    poll that comes meanwhile is skipped, as it should be, and that is not a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+_SKIPPED_POLL = _SkippedPoll()
+
+
 class Running:
     """The Timers of this process that a scheduler job may call, by key.
 
@@ -332,6 +343,7 @@ class Timers:
         await self.store.run(self.wake.planned, due)  # moving the job writes its store
 
     def _start_scheduler(self, tick_seconds: float) -> None:
+        logging.getLogger("apscheduler.scheduler").addFilter(_SKIPPED_POLL)  # once: a set
         self.plan_calendar()
         self._running_key = Running.add(self)
         scheduler = BackgroundScheduler(
@@ -348,7 +360,6 @@ class Timers:
             replace_existing=True,
         )
         scheduler.start()
-        self.wake.watch_skips(scheduler, JOB_ID, self._move, self.clock.now)
         # The job of versions before the explicit registry (its argument named no key).
         with contextlib.suppress(JobLookupError):
             scheduler.remove_job("pira-timers-default")
